@@ -28,7 +28,10 @@ def _root(
     """mechcell command line."""
 
 
-# Command groups register here, one line each (their modules live beside this file).
+# Command groups register here, one import and one add_typer line each (modules live beside this file).
+from mechcell.cli import graph as _graph  # noqa: E402
+
+app.add_typer(_graph.app, name="graph")
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from rich.console import Console
 from mechcell.errors import MechcellError
 
 #: Human output (tables, progress) goes to stderr when --json is set, stdout otherwise.
-err_console = Console(stderr=True)
-out_console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True)
 
 StoreOpt = Annotated[
     Path | None,

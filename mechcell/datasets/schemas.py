@@ -63,8 +63,12 @@ class Condition(BaseModel):
 
     @property
     def key(self) -> str:
-        parts = [self.perturbation, _fmt_dose(self.dose, self.dose_unit), self.context or _MISSING,
-                 self.batch or _MISSING]
+        parts = [
+            self.perturbation,
+            _fmt_dose(self.dose, self.dose_unit),
+            self.context or _MISSING,
+            self.batch or _MISSING,
+        ]
         return _KEY_SEP.join(parts)
 
     @classmethod
@@ -72,7 +76,9 @@ class Condition(BaseModel):
         """Parse a key made by `.key` (dose unit = the trailing letters of the dose part)."""
         parts = key.split(_KEY_SEP)
         if len(parts) != 4:
-            raise InputError(f"condition key {key!r} must have 4 parts separated by '|' (perturbation|dose|context|batch)")
+            raise InputError(
+                f"condition key {key!r} must have 4 parts separated by '|' (perturbation|dose|context|batch)"
+            )
         pert, dose_s, ctx, batch = parts
         dose: float | None = None
         unit: str | None = None
@@ -85,8 +91,14 @@ class Condition(BaseModel):
             except ValueError as exc:
                 raise InputError(f"condition key {key!r}: dose part {dose_s!r} is not a number+unit") from exc
             unit = dose_s[i:] or None
-        return cls(perturbation=pert, dose=dose, dose_unit=unit, context=None if ctx == _MISSING else ctx,
-                   batch=None if batch == _MISSING else batch, control=control)
+        return cls(
+            perturbation=pert,
+            dose=dose,
+            dose_unit=unit,
+            context=None if ctx == _MISSING else ctx,
+            batch=None if batch == _MISSING else batch,
+            control=control,
+        )
 
 
 class Signature(BaseModel):
@@ -113,10 +125,14 @@ class Signature(BaseModel):
         n = len(self.genes)
         for name in ("log2fc", "pvalue", "padj"):
             if len(getattr(self, name)) != n:
-                raise InputError(f"signature for {self.condition.key}: column {name} has "
-                                 f"{len(getattr(self, name))} entries, genes has {n}")
+                raise InputError(
+                    f"signature for {self.condition.key}: column {name} has "
+                    f"{len(getattr(self, name))} entries, genes has {n}"
+                )
         if self.stat is not None and len(self.stat) != n:
-            raise InputError(f"signature for {self.condition.key}: column stat has {len(self.stat)} entries, genes has {n}")
+            raise InputError(
+                f"signature for {self.condition.key}: column stat has {len(self.stat)} entries, genes has {n}"
+            )
 
     def to_frame(self) -> pd.DataFrame:
         """gene-indexed DataFrame with columns log2fc, pvalue, padj (and stat when present)."""
@@ -126,13 +142,30 @@ class Signature(BaseModel):
         return pd.DataFrame(cols, index=pd.Index(self.genes, name="gene"))
 
     @classmethod
-    def from_frame(cls, condition: Condition, frame: pd.DataFrame, *, method: str, n_treated: int,
-                   n_control: int, params: dict[str, Any] | None = None) -> Signature:
+    def from_frame(
+        cls,
+        condition: Condition,
+        frame: pd.DataFrame,
+        *,
+        method: str,
+        n_treated: int,
+        n_control: int,
+        params: dict[str, Any] | None = None,
+    ) -> Signature:
         """Build from a gene-indexed frame with log2fc, pvalue, padj (and optional stat) columns."""
         missing = [c for c in ("log2fc", "pvalue", "padj") if c not in frame.columns]
         if missing:
             raise InputError(f"signature frame lacks column(s) {missing} (have: {list(frame.columns)})")
         f64 = lambda c: np.asarray(frame[c], dtype=np.float64).tolist()  # noqa: E731
-        return cls(condition=condition, method=method, params=params or {}, n_treated=n_treated,
-                   n_control=n_control, genes=[str(g) for g in frame.index], log2fc=f64("log2fc"),
-                   pvalue=f64("pvalue"), padj=f64("padj"), stat=f64("stat") if "stat" in frame.columns else None)
+        return cls(
+            condition=condition,
+            method=method,
+            params=params or {},
+            n_treated=n_treated,
+            n_control=n_control,
+            genes=[str(g) for g in frame.index],
+            log2fc=f64("log2fc"),
+            pvalue=f64("pvalue"),
+            padj=f64("padj"),
+            stat=f64("stat") if "stat" in frame.columns else None,
+        )
