@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import operator
 import zlib
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,16 +94,21 @@ def node_to_text(node: Primitive) -> str:
     return f"{node.primitive}({', '.join(parts)})"  # type: ignore[attr-defined]
 
 
+_NOT_CONTENT = frozenset({"id", "primitive"})
+_ORDER_FREE = frozenset({"gene_list", "members"})
+
+
 def _content(node: Primitive) -> str:
     """Id-free content of a node, with order-free lists sorted, as a stable string (for hashing)."""
     parts = [node.primitive]  # type: ignore[attr-defined]
     for k, v in node.__dict__.items():
-        if v is None or k in ("id", "primitive"):
+        if v is None or k in _NOT_CONTENT:
             continue
-        if isinstance(v, list):
-            v = sorted(v) if k in ("gene_list", "members") else v
-        elif isinstance(v, dict):
-            v = sorted(v.items())
+        if type(v) is not str:  # (the common case needs no isinstance checks)
+            if isinstance(v, list):
+                v = sorted(v) if k in _ORDER_FREE else v
+            elif isinstance(v, dict):
+                v = sorted(v.items())
         parts.append(f"{k}={v!r}")
     return "\x1f".join(parts)
 
@@ -139,29 +144,91 @@ class ActionGraph(BaseModel):
         """Structural problems (the rules of methods/action_graph.md), located by node id and line when known."""
         lines = lines or {}
         out: list[GraphProblem] = []
-        if not self.nodes:
+        nodes, edges = self.nodes, self.edges
+        if not nodes:
             return [GraphProblem(kind="empty_graph", message="the graph has no nodes")]
-        if self.nodes[0].primitive != "set_context":  # type: ignore[attr-defined]
+        if nodes[0].primitive != "set_context":  # type: ignore[attr-defined]
             out.append(
                 GraphProblem(
                     kind="missing_set_context",
-                    node_id=self.nodes[0].id,
-                    line=lines.get(self.nodes[0].id),
+                    node_id=nodes[0].id,
+                    line=lines.get(nodes[0].id),
                     message="<explain> must start with set_context(...)",
                 )
             )
-        seen: set[str] = set()
-        for n in self.nodes:
-            if n.id in seen:
+        ids = [n.id for n in nodes]
+        seen = set(ids)
+        if len(seen) < len(ids):
+            seen = set()
+            for n in nodes:
+                if n.id in seen:
+                    out.append(
+                        GraphProblem(
+                            kind="duplicate_id",
+                            node_id=n.id,
+                            line=lines.get(f"{n.id}#dup", lines.get(n.id)),
+                            message=f"node id {n.id!r} is declared more than once",
+                        )
+                    )
+                seen.add(n.id)
+        srcs = [e.src for e in edges]
+        tgts = [e.tgt for e in edges]
+        if (  # the loop over edges only when one of its problems is there
+            not seen.issuperset(srcs)
+            or not seen.issuperset(tgts)
+            or any(map(operator.eq, srcs, tgts))
+            or len(set(zip(srcs, tgts, strict=True))) < len(srcs)
+        ):
+            out += self._edge_problems(seen, lines)
+        cycle = None if _forward(ids, srcs, tgts) else self._find_cycle()
+        if cycle:
+            out.append(
+                GraphProblem(
+                    kind="cycle",
+                    node_id=cycle[0],
+                    line=lines.get(cycle[0]),
+                    message="the dag has a cycle: " + " -> ".join([*cycle, cycle[0]]),
+                )
+            )
+        if edges:
+            has_out = set(srcs)
+            linked = has_out.union(tgts)
+            if not linked.issuperset(ids):
+                for n in nodes:
+                    if n.primitive != "set_context" and n.id not in linked and not n.non_causal:  # type: ignore[attr-defined]
+                        out.append(
+                            GraphProblem(
+                                kind="isolated_node",
+                                node_id=n.id,
+                                line=lines.get(n.id),
+                                message=f"node {n.id} ({n.primitive}) is connected to no edge",  # type: ignore[attr-defined]
+                            )
+                        )
+            nm = dict(zip(ids, nodes, strict=True))  # = self.node_map
+            sinks = [nm[i] for i in dict.fromkeys(tgts) if i in nm and i not in has_out]
+        else:
+            sinks = [n for n in nodes if n.primitive != "set_context"][-1:]  # type: ignore[attr-defined]
+        for s in sinks:
+            if not s.measurable and not s.non_causal and s.primitive != "set_context":  # type: ignore[attr-defined]
                 out.append(
                     GraphProblem(
-                        kind="duplicate_id",
-                        node_id=n.id,
-                        line=lines.get(f"{n.id}#dup", lines.get(n.id)),
-                        message=f"node id {n.id!r} is declared more than once",
+                        kind="non_measurable_last_step",
+                        node_id=s.id,
+                        line=lines.get(s.id),
+                        message=f"last step {s.id} is {s.primitive}; a mechanism must end in regulates_expression, "  # type: ignore[attr-defined]
+                        "regulates_translation, induces_phenotype or alleviates_phenotype",
                     )
                 )
-            seen.add(n.id)
+        if all(n.primitive == "set_context" for n in nodes):  # type: ignore[attr-defined]
+            out.append(GraphProblem(kind="empty_graph", message="the graph has no step besides set_context"))
+        return out
+
+    def is_valid(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems())
+
+    def _edge_problems(self, seen: set[str], lines: dict[str, int]) -> list[GraphProblem]:
+        """Undeclared ends, self-loops and repeated edges, in edge order."""
+        out: list[GraphProblem] = []
         edge_seen: set[tuple[str, str]] = set()
         for i, e in enumerate(self.edges):
             loc = lines.get(f"edge{i}")
@@ -194,104 +261,72 @@ class ActionGraph(BaseModel):
                     )
                 )
             edge_seen.add((e.src, e.tgt))
-        cycle = self._find_cycle()
-        if cycle:
-            out.append(
-                GraphProblem(
-                    kind="cycle",
-                    node_id=cycle[0],
-                    line=lines.get(cycle[0]),
-                    message="the dag has a cycle: " + " -> ".join([*cycle, cycle[0]]),
-                )
-            )
-        nm = self.node_map
-        in_edges = {e.src for e in self.edges} | {e.tgt for e in self.edges}
-        has_out = {e.src for e in self.edges}
-        steps = [n for n in self.nodes if n.primitive != "set_context"]  # type: ignore[attr-defined]
-        if self.edges:
-            for n in steps:
-                if n.id not in in_edges and not n.non_causal:
-                    out.append(
-                        GraphProblem(
-                            kind="isolated_node",
-                            node_id=n.id,
-                            line=lines.get(n.id),
-                            message=f"node {n.id} ({n.primitive}) is connected to no edge",
-                        )
-                    )  # type: ignore[attr-defined]
-            sinks = [nm[i] for i in dict.fromkeys(e.tgt for e in self.edges) if i in nm and i not in has_out]
-        else:
-            sinks = steps[-1:]
-        for s in sinks:
-            if not s.measurable and not s.non_causal and s.primitive != "set_context":  # type: ignore[attr-defined]
-                out.append(
-                    GraphProblem(
-                        kind="non_measurable_last_step",
-                        node_id=s.id,
-                        line=lines.get(s.id),
-                        message=f"last step {s.id} is {s.primitive}; a mechanism must end in regulates_expression, "  # type: ignore[attr-defined]
-                        "regulates_translation, induces_phenotype or alleviates_phenotype",
-                    )
-                )
-        if not steps:
-            out.append(GraphProblem(kind="empty_graph", message="the graph has no step besides set_context"))
         return out
 
-    def is_valid(self) -> bool:
-        return not any(p.severity == "error" for p in self.problems())
-
     def _find_cycle(self) -> list[str] | None:
+        """The first cycle a depth-first search meets (starts in edge order, children in edge order), or None."""
         adj: dict[str, list[str]] = {}
         for e in self.edges:
             adj.setdefault(e.src, []).append(e.tgt)
-        color: dict[str, int] = {}
+        done: set[str] = set()
         for start in adj:
-            if color.get(start):
+            if start in done:
                 continue
-            stack: list[tuple[str, int]] = [(start, 0)]
-            path: list[str] = []
-            while stack:
-                v, i = stack.pop()
-                if i == 0:
-                    color[v] = 1
-                    path.append(v)
-                nxt = adj.get(v, [])
-                if i < len(nxt):
-                    stack.append((v, i + 1))
-                    w = nxt[i]
-                    if color.get(w) == 1:
+            path = [start]  # the grey nodes, root first
+            on_path = {start}
+            todo = [iter(adj[start])]
+            while todo:
+                for w in todo[-1]:
+                    if w in on_path:
                         return path[path.index(w) :]
-                    if not color.get(w):
-                        stack.append((w, 0))
+                    if w not in done:
+                        path.append(w)
+                        on_path.add(w)
+                        todo.append(iter(adj.get(w, ())))
+                        break
                 else:
-                    color[v] = 2
-                    path.pop()
+                    todo.pop()
+                    v = path.pop()
+                    on_path.discard(v)
+                    done.add(v)
         return None
 
     # ----- canonical form and hash --------------------------------------------------------------------
-    def _canonical_order(self) -> tuple[list[str], dict[str, str]]:
-        """Node ids in canonical order, and each node's id-free content (see `canonical`)."""
+    def _canonical_order(self) -> tuple[list[str], dict[str, str], list[tuple[str, str, str]]]:
+        """Node ids in canonical order, each node's id-free content (see `canonical`) and the edges between nodes."""
         nm = self.node_map
         ids = list(nm)
+        links = [(e.src, e.tgt, e.relation) for e in self.edges if e.src in nm and e.tgt in nm]
         preds: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
         succs: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
-        for e in self.edges:
-            if e.src in nm and e.tgt in nm:
-                preds[e.tgt].append((e.src, e.relation))
-                succs[e.src].append((e.tgt, e.relation))
-        order = _topo(ids, preds, succs) or ids
-        content = {i: _content(nm[i]) for i in ids}
+        for src, tgt, rel in links:
+            preds[tgt].append((src, rel))
+            succs[src].append((tgt, rel))
+        # Labels are computed parents first. Any topological order gives the same labels, so declaration order
+        # does when every edge points forward (the usual case); with a cycle, declaration order, where a parent
+        # not labelled yet counts as "?".
+        order = ids
+        if not _forward(ids, [src for src, _, _ in links], [tgt for _, tgt, _ in links]):
+            order = _topo_any(ids, preds, succs) or ids
+        content: dict[str, str] = {}
         up: dict[str, str] = {}
+        label: dict[str, str] = {}
         for i in order:
+            node = nm[i]
+            c = content[i] = _content(node)
             ps = preds[i]
-            up[i] = _h(content[i] + "^" + ",".join(sorted(up.get(p, "?") + r for p, r in ps))) if ps else _h(content[i])
-        label = {i: ("0" if nm[i].primitive == "set_context" else "1") + up[i] for i in ids}  # type: ignore[attr-defined]
+            if len(ps) == 1:  # (what the general case below gives for one parent)
+                c += "^" + up.get(ps[0][0], "?") + ps[0][1]
+            elif ps:
+                c += "^" + ",".join(sorted([up.get(p, "?") + r for p, r in ps]))
+            up[i] = _h(c)
+            label[i] = ("0" if node.primitive == "set_context" else "1") + up[i]  # type: ignore[attr-defined]
         if len(set(label.values())) < len(label):  # ties on ancestry: tell them apart by their descendants
             down: dict[str, str] = {}
             for i in reversed(order):
                 down[i] = _h(content[i] + "v" + ",".join(sorted(down.get(s, "?") + r for s, r in succs[i])))
             label = {i: label[i] + down[i] for i in ids}
-        return _topo(ids, preds, succs, key=label) or sorted(ids, key=lambda i: label[i]), content
+        return _topo(ids, preds, succs, label) or sorted(ids, key=lambda i: label[i]), content, links
 
     def canonical(self) -> ActionGraph:
         """The same graph with ids renamed n0, n1, ... in a canonical topological order.
@@ -301,7 +336,7 @@ class ActionGraph(BaseModel):
         set_context nodes come first. Cyclic graphs fall back to declaration order for the cyclic part.
         """
         nm = self.node_map
-        canon_order, _ = self._canonical_order()
+        canon_order, _, _ = self._canonical_order()
         rename = {old: f"n{k}" for k, old in enumerate(canon_order)}
         nodes = [nm[old].model_copy(update={"id": rename[old]}) for old in canon_order]
         pos = {new: k for k, new in enumerate(rename.values())}
@@ -317,10 +352,10 @@ class ActionGraph(BaseModel):
 
     def content_hash(self) -> str:
         """sha256 (hex) of the canonical form: equal for graphs that differ only in id numbering/order."""
-        order, content = self._canonical_order()
-        pos = {old: k for k, old in enumerate(order)}
-        edges = sorted({(pos[e.src], pos[e.tgt], e.relation) for e in self.edges if e.src in pos and e.tgt in pos})
-        doc = "\x1e".join(content[i] for i in order) + "\x1d" + repr(edges)
+        order, content, links = self._canonical_order()
+        pos = dict(zip(order, range(len(order)), strict=True))
+        edges = sorted({(pos[src], pos[tgt], rel) for src, tgt, rel in links})
+        doc = "\x1e".join([content[i] for i in order]) + "\x1d" + repr(edges)
         return hashlib.sha256(doc.encode()).hexdigest()
 
     # ----- conversions --------------------------------------------------------------------------------
@@ -360,29 +395,54 @@ class ActionGraph(BaseModel):
 
 def _h(s: str) -> str:
     """A short stable label (only orders ties; the graph hash itself is sha256)."""
-    return f"{zlib.crc32(s.encode()):08x}{len(s):x}"
+    return "%08x%x" % (zlib.crc32(s.encode()), len(s))  # noqa: UP031 (faster than an f-string here)
+
+
+def _forward(ids: list[str], srcs: list[str], tgts: list[str]) -> bool:
+    """True when every edge leads from a node declared earlier to one declared later: the graph has no cycle.
+
+    (The usual case: a model writes its steps in causal order.) C-level checks only; False when an end is unknown.
+    """
+    pos = dict(zip(ids, range(len(ids)), strict=True))
+    try:
+        return not any(map(operator.ge, map(pos.__getitem__, srcs), map(pos.__getitem__, tgts)))
+    except KeyError:
+        return False
+
+
+def _topo_any(
+    ids: list[str], preds: dict[str, list[tuple[str, str]]], succs: dict[str, list[tuple[str, str]]]
+) -> list[str] | None:
+    """Some topological order (Kahn's algorithm, first in first out), or None when there is a cycle."""
+    indeg = {i: len(preds[i]) for i in ids}
+    out = [i for i in ids if not indeg[i]]
+    for v in out:  # `out` grows while it is walked: it is the queue
+        for w, _r in succs[v]:
+            indeg[w] -= 1
+            if not indeg[w]:
+                out.append(w)
+    return out if len(out) == len(ids) else None
 
 
 def _topo(
-    ids: Iterable[str],
+    ids: list[str],
     preds: dict[str, list[tuple[str, str]]],
     succs: dict[str, list[tuple[str, str]]],
-    key: dict[str, str] | None = None,
+    key: dict[str, str],
 ) -> list[str] | None:
-    """Kahn's algorithm; ties popped by `key` (else declaration order). None when there is a cycle."""
-    ids = list(ids)
-    pos = {i: k for k, i in enumerate(ids)}
+    """Kahn's algorithm, popping the smallest (key, declaration position) first. None when there is a cycle."""
+    entry = {i: (key[i], k, i) for k, i in enumerate(ids)}  # never a tie: ids are never compared
     indeg = {i: len(preds[i]) for i in ids}
-    heap = [((key[i] if key else ""), pos[i], i) for i in ids if indeg[i] == 0]
+    heap = [entry[i] for i in ids if not indeg[i]]
     heapq.heapify(heap)
     out: list[str] = []
     while heap:
-        _, _, v = heapq.heappop(heap)
+        v = heapq.heappop(heap)[2]
         out.append(v)
         for w, _r in succs[v]:
             indeg[w] -= 1
-            if indeg[w] == 0:
-                heapq.heappush(heap, ((key[w] if key else ""), pos[w], w))
+            if not indeg[w]:
+                heapq.heappush(heap, entry[w])
     return out if len(out) == len(ids) else None
 
 

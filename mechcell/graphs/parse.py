@@ -4,6 +4,11 @@ Lenient in what it reads (tag case, markdown fences, single or double quotes, ba
 multi-line calls), strict in what it reports: every problem comes back typed and located by line, nothing raises
 on bad text and nothing is dropped silently. Regex-based (no per-character Python loops) so re-validating a
 10⁵-trace corpus takes seconds.
+
+Sections in the canonical format that `ActionGraph.to_text` writes (and that a well-behaved model copies) take a
+fast path: a strict grammar check, then C-level string operations turn the whole section into JSON that pydantic
+reads and validates in one call. Whatever does not fit that grammar, or would give any problem, is read by the
+lenient tokenizer instead, so both paths always give the same result (tests/graphs/test_fast_path.py).
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ _RELATIONS = {
     "correlates": "correlative",
 }
 _NODES: TypeAdapter[list[Node]] = TypeAdapter(list[Node])
+# The fast path's reader: like json.loads, no string cache kept from one text to the next.
+_NODES_JSON: TypeAdapter[list[Node]] = TypeAdapter(list[Node], config=ConfigDict(cache_strings=False))
+_EDGES: TypeAdapter[list[Edge]] = TypeAdapter(list[Edge])
 _CONST = {"true": True, "false": False, "none": None, "null": None}
 
 
@@ -98,8 +106,81 @@ def _unquote(tok: str) -> Any:
     if low in _CONST:
         return _CONST[low]
     if _NUM.fullmatch(tok):
-        return float(tok) if any(ch in tok for ch in ".eE") else int(tok)
+        if any(ch in tok for ch in ".eE"):
+            return float(tok)
+        try:
+            return int(tok)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits): keep the text
+            return tok
     return tok
+
+
+# ----- fast path: the canonical format ----------------------------------------------------------------------
+# <explain> as `to_text` writes it: after the tag's newline, one call per line, `name(key=VALUE, key=VALUE)`,
+# where VALUE is a JSON string, a JSON number or a non-empty list of JSON strings. The grammar is checked on
+# the skeleton (the section with every string replaced by \x00), where `(`, `)`, `=`, `, ` and line breaks can
+# only be syntax, so plain str.replace turns the skeleton into JSON; the strings are put back untouched.
+# <dag> as `to_text` writes it: one `edge("a", "b", relation="causal")` per line.
+# (Possessive quantifiers: these grammars never need to backtrack, so the regex engine need not keep the option.)
+_STRING = re.compile(r'"([^"\\\n]*+(?:\\.[^"\\\n]*+)*+)"')  # the strings of _DQ, content captured for re.split
+_JSON_NUM = r"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][-+]?+[0-9]++)?+"
+_FAST_ARG = rf"(?!primitive=)[a-z_][a-z0-9_]*+=(?:\x00|{_JSON_NUM}|\[\x00(?:, ?\x00)*+\])"
+_FAST_EXPLAIN = re.compile(rf"\n(?:[a-z_][a-z0-9_]*+\({_FAST_ARG}(?:, {_FAST_ARG})*+\)\n)++")
+_FAST_EDGE = re.compile(r'edge\("([^"\',()\s]++)", "([^"\',()\s]++)", relation="(causal|correlative)"\)\n')
+
+
+def _fast_explain(body: str, line0: int) -> tuple[list[Any], dict[str, int]] | None:
+    """Nodes and their lines when the section is canonical and every node is valid; None sends it to the tokenizer.
+
+    Equal to what the tokenizer gives on the same text: there every value is read as JSON too (the same strings,
+    numbers and lists: pydantic's JSON reader agrees with json.loads on them), `_normalise` and `_node_dict`
+    change nothing (lower-case names and keys; aliases and v1 names are not fields, so pydantic rejects them, as
+    it rejects unknown names, unknown arguments, missing or non-string ids), and the cases where the tokenizer
+    would report a problem that pydantic accepts are excluded here: empty strings or lists (`_present`),
+    duplicate ids and the separators U+001C-U+001F, which str.strip() strips from an id but pydantic does not
+    (written \u001c...\u001f; raw control characters, a newline in a string included, are not JSON).
+    """
+    if "\x00" in body or "\\u001" in body:
+        return None
+    pieces = _STRING.split(body) if "\\" in body else body.split('"')  # skeleton, string, skeleton, ...
+    if not len(pieces) % 2 or "" in pieces[1::2]:
+        return None
+    skeleton = "\x00".join(pieces[::2])
+    if _FAST_EXPLAIN.fullmatch(skeleton) is None:
+        return None
+    objects = (
+        skeleton[1:-2]  # without the first "\n" and the last ")\n"
+        .replace(")\n", '},{"primitive":"')
+        .replace("(", '","')
+        .replace(", \x00", ",\x00")  # inside a list: what is left of ", " separates arguments
+        .replace(", ", ',"')
+        .replace("=", '":')
+    )
+    pieces[::2] = ('[{"primitive":"' + objects + "}]").split("\x00")
+    try:
+        nodes = _NODES_JSON.validate_json('"'.join(pieces))
+    except ValueError:  # (pydantic's ValidationError is one) a string that is not JSON, or any invalid node
+        return None
+    lines = dict(zip([n.id for n in nodes], range(line0 + 1, line0 + 1 + len(nodes)), strict=True))
+    return (nodes, lines) if len(lines) == len(nodes) else None  # else a duplicate id
+
+
+def _fast_dag(body: str, line0: int, declared: set[str], lines: dict[str, int]) -> list[Edge] | None:
+    """Edges of a canonical <dag> between declared ids (their lines added to `lines`); None sends it to `_parse_dag`."""
+    parts = _FAST_EDGE.split(body)  # "\n", then per edge: src, tgt, relation, the text up to the next edge
+    if parts[0] != "\n" or any(parts[4::4]):
+        return None
+    srcs, tgts = parts[1::4], parts[2::4]
+    if not (declared.issuperset(srcs) and declared.issuperset(tgts)):
+        return None
+    try:
+        edges = _EDGES.validate_python(
+            [{"src": s, "tgt": t, "relation": r} for s, t, r in zip(srcs, tgts, parts[3::4], strict=True)]
+        )
+    except ValidationError:
+        return None
+    lines.update(zip([f"edge{k}" for k in range(len(edges))], range(line0 + 1, line0 + 1 + len(edges)), strict=True))
+    return edges
 
 
 def _sections(text: str) -> tuple[dict[str, tuple[str, int]], list[GraphProblem]]:
@@ -107,6 +188,7 @@ def _sections(text: str) -> tuple[dict[str, tuple[str, int]], list[GraphProblem]
     tags = list(_TAG.finditer(text))
     out: dict[str, tuple[str, int]] = {}
     problems: list[GraphProblem] = []
+    counted = line = 0  # newlines before `counted` (tags come in order: count each stretch of text once)
     for k, m in enumerate(tags):
         if m.group(1):  # a closing tag
             continue
@@ -114,10 +196,10 @@ def _sections(text: str) -> tuple[dict[str, tuple[str, int]], list[GraphProblem]
         start = m.end()
         end = len(text)
         closed = False
-        for m2 in tags[k + 1 :]:
+        if k + 1 < len(tags):
+            m2 = tags[k + 1]
             end = m2.start()
             closed = bool(m2.group(1)) and m2.group(2).lower() == name
-            break
         if name in out:
             problems.append(
                 GraphProblem(
@@ -135,7 +217,9 @@ def _sections(text: str) -> tuple[dict[str, tuple[str, int]], list[GraphProblem]
                     message=f"<{name}> is not closed before the next tag",
                 )
             )
-        out[name] = (text[start:end], text.count("\n", 0, start) + 1)
+        line += text.count("\n", counted, start)
+        counted = start
+        out[name] = (text[start:end], line + 1)
     return out, problems
 
 
@@ -393,7 +477,10 @@ def parse_text(text: str) -> ParsedExplanation:
         return ParsedExplanation(
             issues=[GraphProblem(kind="syntax_error", message=f"expected text, got {type(text).__name__}")]
         )
-    text = _FENCE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "```" in text:
+        text = _FENCE.sub("", text)
     sections, problems = _sections(text)
     think = sections["think"][0].strip() if "think" in sections else None
     answer = sections["answer"][0].strip() if "answer" in sections else None
@@ -402,10 +489,13 @@ def parse_text(text: str) -> ParsedExplanation:
     else:
         problems.append(GraphProblem(kind="missing_section", message="no <explain> section"))
         body, line0 = "", 1
-    nodes, lines = _parse_explain(body, line0, problems)
+    nodes, lines = _fast_explain(body, line0) or _parse_explain(body, line0, problems)
     if "dag" in sections:
         dbody, dline0 = sections["dag"]
-        edges = _parse_dag(dbody, dline0, set(lines), problems, lines)
+        declared = set(lines)
+        edges = _fast_dag(dbody, dline0, declared, lines)
+        if edges is None:
+            edges = _parse_dag(dbody, dline0, declared, problems, lines)
     else:
         edges = []
         if len(nodes) > 1:

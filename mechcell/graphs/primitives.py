@@ -81,7 +81,7 @@ def as_list(value: Any) -> Any:
         items = _LIST_SPLIT.split(value.strip().strip("[]"))
         return [i.strip().strip("'\"") for i in items if i.strip().strip("'\"")]
     if isinstance(value, (list, tuple)):
-        return [str(i).strip() for i in value if str(i).strip()]
+        return [s for i in value if (s := str(i).strip())]
     return value
 
 
@@ -102,11 +102,15 @@ class Primitive(BaseModel):
     @field_validator("direction", mode="before", check_fields=False)
     @classmethod
     def _direction(cls, v: Any) -> Any:
+        if v.__class__ is str and (v == "down" or v == "up"):  # already normal (the usual case): no second call
+            return v
         return normalise_direction(v)
 
     @field_validator("gene_list", "members", mode="before", check_fields=False)
     @classmethod
     def _list(cls, v: Any) -> Any:
+        if v.__class__ is list:  # (the usual case, inlined: what as_list does with a list)
+            return [s for i in v if (s := str(i).strip())]
         return as_list(v)
 
     @field_validator("confidence", "affinity", mode="before", check_fields=False)
