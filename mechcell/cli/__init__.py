@@ -32,6 +32,9 @@ def _root(
 from mechcell.cli import graph as _graph  # noqa: E402
 
 app.add_typer(_graph.app, name="graph")
+from mechcell.cli import data as _data  # noqa: E402
+
+app.add_typer(_data.app, name="data")
 from mechcell.cli import kb as _kb  # noqa: E402
 
 app.add_typer(_kb.app, name="kb")
