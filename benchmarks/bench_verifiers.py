@@ -1,0 +1,249 @@
+"""Verifier panel on synthetic worlds: per-claim confusion against the planted truth, and throughput.
+
+Claims scored (all on one world, signatures by the datasets code vs plate-matched controls, cells for the DR test):
+- true claims: every claim of each active condition's planted graph; goal ≥ 90 % of the checkable ones supported;
+- decoy claims: for each decoy edge (a KB target annotation the world does not act on), the binding and the target
+  activity a proposer would assert, plus its downstream expression claims; goal ≥ 95 % not supported;
+- null claims: per active condition a random TF's activity and a random list of 5 measured genes (not planted, not
+  cell-cycle genes, which a drug-induced arrest moves) under a random TF, random directions; goal false support ≤ 5 %.
+Throughput: graphs verified per second for a 10-node graph with the full KB (../shared/kb, when present), printed
+beside the structural check alone (the baseline, same process).
+
+    python benchmarks/bench_verifiers.py [--seed 0] [--drugs 12] [--kb ../shared/kb] [--no-cells]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from _machine import machine
+
+from mechcell.datasets.cells import G2M_GENES, S_GENES
+from mechcell.datasets.readers import open_dataset
+from mechcell.datasets.signatures import compute_signatures
+from mechcell.datasets.store import Store
+from mechcell.datasets.synthetic import H5AD_FILE, SyntheticWorldConfig, generate_world, load_truth
+from mechcell.graphs import ActionGraph, Edge
+from mechcell.graphs.primitives import BindsTo, ModulatesMoleculeActivity, RegulatesExpression, SetContext
+from mechcell.knowledge import load_kb
+from mechcell.verifiers import PanelSettings
+from mechcell.verifiers.api import CellCache
+from mechcell.verifiers.panel import run_panel
+
+DIR = {1: "up", -1: "down"}
+
+
+def graph_of(nodes: list, edges: list[tuple[str, str]]) -> ActionGraph:
+    return ActionGraph(nodes=[SetContext(id="n0"), *nodes], edges=[Edge(src=a, tgt=b) for a, b in edges])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--drugs", type=int, default=12)
+    ap.add_argument("--cells", type=int, default=120)
+    ap.add_argument("--kb", type=str, default=None, help="KB for the world and the panel (default: starter)")
+    ap.add_argument("--full-kb", type=str, default=str(Path(__file__).resolve().parents[2] / "shared" / "kb"))
+    ap.add_argument("--no-cells", action="store_true")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_verifiers_"))
+    t0 = time.perf_counter()
+    cfg = SyntheticWorldConfig(seed=args.seed, n_drugs=args.drugs, cells_per_condition=args.cells, kb=args.kb)
+    generate_world(cfg, tmp / "world", "h5ad")
+    truth = load_truth(tmp / "world")
+    kb = load_kb(args.kb)
+    store = Store(tmp / "store.duckdb")
+    ds = open_dataset(tmp / "world" / H5AD_FILE)
+    rep = compute_signatures(ds, store=store, method="welch_t")
+    dataset_id = store.datasets()[0].id
+    print(f"machine: {machine()}")
+    print(
+        f"world: seed {args.seed}, {len(truth.drugs)} drugs, {len(truth.conditions)} conditions "
+        f"({len(truth.active_keys())} active), {len(truth.decoys)} decoy edges, {truth.n_cells} cells; "
+        f"signatures {len(rep.keys)} in {time.perf_counter() - t0:.1f} s"
+    )
+    settings = PanelSettings(seed=args.seed, n_permutations=500)
+    tally: dict[str, Counter] = {
+        "true": Counter(),
+        "true, effect ≥ 0.5": Counter(),
+        "true, effect < 0.5": Counter(),
+        "decoy": Counter(),
+        "decoy-downstream": Counter(),
+        "null": Counter(),
+    }
+    excluded = set(S_GENES) | set(G2M_GENES)
+    tfs = sorted(kb.regulon_tfs())
+    t_panel, n_panel = 0.0, 0
+    last_report: list = [None]
+    supported_decoys: list[str] = []
+    for key, ct in sorted(truth.conditions.items()):
+        found = store.find_condition(key)
+        cond = found.condition
+        sig = store.signature(key)
+        measured = [g for g in sig.genes if g not in excluded]
+
+        def panel(g: ActionGraph, cond=cond, sig=sig):
+            nonlocal t_panel, n_panel
+            cells = (
+                None if args.no_cells else CellCache(store, dataset_id, cond, [x for c in g.claims() for x in c.genes])
+            )
+            t = time.perf_counter()
+            r = run_panel(g, condition=cond, kb=kb, signature=sig, cells=cells, settings=settings)
+            t_panel += time.perf_counter() - t
+            n_panel += 1
+            last_report[0] = r
+            return {c.claim_id: c.status for c in r.claims}
+
+        if ct.active and ct.graph:
+            g = truth.graph(key)
+            for status in panel(g).values():
+                tally["true"][status] += 1
+                tally["true, effect ≥ 0.5" if ct.effect_scale >= 0.5 else "true, effect < 0.5"][status] += 1
+        for d in truth.decoys:
+            if d.drug != ct.drug:
+                continue
+            direction = DIR.get(d.sign, "down")
+            nodes = [
+                BindsTo(id="n1", actor=d.drug, target=d.target),
+                ModulatesMoleculeActivity(id="n2", target=d.target, direction=direction),
+            ]
+            edges = [("n1", "n2")]
+            for k, tf in enumerate(d.predicted_tfs[:2], start=3):
+                reg = kb.regulon(tf)
+                genes = sorted(reg)[:8]
+                if genes:
+                    s = reg[genes[0]]
+                    same = [x for x in genes if reg[x] == s]
+                    nodes.append(
+                        RegulatesExpression(
+                            id=f"n{k}",
+                            regulator=tf,
+                            gene_list=same,
+                            direction=DIR[(1 if direction == "up" else -1) * s],
+                        )
+                    )
+                    edges.append(("n2", f"n{k}"))
+            if len(nodes) == 2:
+                nodes.append(
+                    RegulatesExpression(
+                        id="n3", regulator=d.target, gene_list=rng.sample(measured, 3), direction=direction
+                    )
+                )
+                edges.append(("n2", "n3"))
+            res = panel(graph_of(nodes, edges))
+            for cid, status in res.items():
+                tally["decoy" if cid in ("n1", "n2") else "decoy-downstream"][status] += 1
+                if cid in ("n1", "n2") and status == "supported":
+                    why = [v.reason for v in last_report[0].verdicts if v.claim.id == cid and v.status == "supported"]
+                    supported_decoys.append(f"{key} {d.drug}->{d.target} ({d.kind}) {cid}: {why[-1][:140]}")
+        if ct.active:
+            planted = {x.gene for x in ct.up + ct.down} | set(ct.tfs) | set(ct.targets)
+            pool = [g for g in measured if g not in planted]
+            tf = rng.choice([t for t in tfs if t not in planted])
+            tf2 = rng.choice([t for t in tfs if t not in planted])
+            engaged = (ct.targets or [None])[0]
+            nodes = [
+                ModulatesMoleculeActivity(id="n2", target=tf, direction=rng.choice(["up", "down"])),
+                RegulatesExpression(
+                    id="n3", regulator=tf2, gene_list=rng.sample(pool, 5), direction=rng.choice(["up", "down"])
+                ),
+            ]
+            edges = [("n2", "n3")]
+            if engaged:
+                nodes.insert(0, BindsTo(id="n1", actor=ct.drug, target=engaged))
+                edges.insert(0, ("n1", "n2"))
+            res = panel(graph_of(nodes, edges))
+            for cid, status in res.items():
+                if cid != "n1":
+                    tally["null"][status] += 1
+    print("\nper-claim confusion (panel status by ground truth):")
+    print(
+        f"{'claims':20s} {'n':>5s} {'supported':>10s} {'contradicted':>13s} {'inconclusive':>13s} {'uncheckable':>12s}"
+    )
+    for k, c in tally.items():
+        n = sum(c.values())
+        print(
+            f"{k:20s} {n:5d} {c['supported']:10d} {c['contradicted']:13d} {c['inconclusive']:13d} "
+            f"{c['uncheckable']:12d}"
+        )
+    tr, de, nu = tally["true"], tally["decoy"], tally["null"]
+    chk = tr["supported"] + tr["contradicted"] + tr["inconclusive"]
+    print(f"\ntrue checkable claims supported: {tr['supported'] / max(chk, 1):.3f} (goal ≥ 0.90)")
+    strong = tally["true, effect ≥ 0.5"]
+    print(f"  ... in conditions with effect scale ≥ 0.5: {strong['supported'] / max(sum(strong.values()), 1):.3f}")
+    print(f"decoy claims not supported:      {1 - de['supported'] / max(sum(de.values()), 1):.3f} (goal ≥ 0.95)")
+    dd = tally["decoy-downstream"]
+    print(f"decoy downstream not supported:  {1 - dd['supported'] / max(sum(dd.values()), 1):.3f}")
+    for line in supported_decoys[:12]:
+        print(f"  supported decoy: {line}")
+    print(f"null claims falsely supported:   {nu['supported'] / max(sum(nu.values()), 1):.3f} (goal ≤ 0.05)")
+    print(
+        f"panel: {n_panel} graphs in {t_panel:.1f} s ({n_panel / max(t_panel, 1e-9):.1f} graphs/s, "
+        f"{'without' if args.no_cells else 'with'} cell-level tests, world KB)"
+    )
+    throughput(Path(args.full_kb), store, truth, args.seed)
+
+
+def throughput(full_kb: Path, store: Store, truth, seed: int) -> None:
+    """10-node graph with the full KB: graphs/s of the panel beside the structural check (baseline)."""
+    if not full_kb.is_dir():
+        print(f"full KB not found at {full_kb}: throughput with the full KB skipped")
+        return
+    t = time.perf_counter()
+    kb = load_kb(full_kb)
+    print(f"\nfull KB {kb.version} loaded in {time.perf_counter() - t:.1f} s")
+    key = truth.active_keys()[0]
+    sig = store.signature(key)
+    cond = store.find_condition(key).condition
+    genes = [g for g in sig.genes][:1]
+    nodes = [
+        BindsTo(id="n1", actor="Trametinib", target="MAP2K1"),
+        ModulatesMoleculeActivity(id="n2", target="MAP2K1", direction="down"),
+        ModulatesMoleculeActivity(id="n3", target="MAPK1", direction="down"),
+        ModulatesMoleculeActivity(id="n4", target="MAPK3", direction="down"),
+        ModulatesMoleculeActivity(id="n5", target="ELK1", direction="down"),
+        ModulatesMoleculeActivity(id="n6", target="ETV4", direction="down"),
+        RegulatesExpression(id="n7", regulator="ELK1", gene_list=["DUSP6", "SPRY4", "EGR1", *genes], direction="down"),
+        RegulatesExpression(id="n8", regulator="ETV4", gene_list=["DUSP6", "SPRY2"], direction="down"),
+        RegulatesExpression(id="n9", regulator="MAPK1", gene_list=["FOSL1", "IER3"], direction="down"),
+    ]
+    g = graph_of(
+        nodes,
+        [
+            ("n1", "n2"),
+            ("n2", "n3"),
+            ("n2", "n4"),
+            ("n3", "n5"),
+            ("n4", "n6"),
+            ("n5", "n7"),
+            ("n6", "n8"),
+            ("n3", "n9"),
+        ],
+    )
+    assert len(g.nodes) == 10 and g.is_valid(), g.problems()
+    settings = PanelSettings(seed=seed, n_permutations=500)
+    run_panel(g, condition=cond, kb=kb, signature=sig, settings=settings)  # warm caches (KB views)
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 5.0:
+        run_panel(g, condition=cond, kb=kb, signature=sig, settings=settings)
+        n += 1
+    ours = n / (time.perf_counter() - t)
+    n2, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 1.0:
+        g.problems()
+        n2 += 1
+    base = n2 / (time.perf_counter() - t)
+    print(
+        f"10-node graph, full KB, signature of {len(sig.genes)} genes: {ours:.1f} graphs/s "
+        f"(structural check alone: {base:,.0f}/s; ratio {ours / base:.4f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
