@@ -1,0 +1,762 @@
+"""Chat: a conversation over the pipeline — "why does trametinib change DUSP6 in A549?" and its follow-ups.
+
+    session = ChatSession(store="mechcell.duckdb")
+    turn = session.ask("why does Trametinib change DUSP6 in A549?", thread_id="t1")
+    turn = session.ask("why is n3 supported?", thread_id="t1")          # follow-ups in the same thread
+    async for event in session.astream("and at the lower dose?", "t1"): ...   # progress, for the web door
+
+A LangGraph graph (parse → run → respond) whose threads persist in a SQLite checkpointer
+(langgraph-checkpoint-sqlite), so a thread can be resumed from another process. The question is linked to a
+condition by a dictionary of the KB (drug names and synonyms, gene symbols and aliases, cell-line names and
+Cellosaurus ids) and of the store's conditions — deterministic and offline. A stored trace of the condition is
+reused when there is one; otherwise the pipeline runs and its events stream to the caller. Answers cite the
+verified graph: every claim's verdict and the records or tests behind it.
+
+Follow-ups understood: "why is n3 supported?" (the evidence of one step), "and at the lower/higher dose?",
+"at 0.5 uM?", "in HT-29?" (the same drug in another condition), "what would falsify this?", "which conditions?",
+"help".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+from mechcell.agents.pipeline import Pipeline, PipelineConfig, PipelineEvent
+from mechcell.agents.proposers import graph_summary
+from mechcell.datasets.schemas import Condition
+from mechcell.datasets.traces import Trace
+from mechcell.errors import InputError, NotFoundError
+
+if TYPE_CHECKING:
+    from mechcell.config import Settings
+    from mechcell.knowledge import KnowledgeBase
+
+__all__ = ["ChatEvent", "ChatSession", "ChatTurn", "Citation", "ParsedQuestion", "QuestionParser"]
+
+Intent = Literal["explain", "why", "dose", "context", "falsify", "list", "help", "unknown"]
+_UNITS = {"nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "mm": 1e3}
+_DOSE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(nM|uM|µM|μM|mM)\b", re.IGNORECASE)
+_NODE = re.compile(r"\b(n\d+)\b")
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/+]*")
+HELP = (
+    "Ask about a condition — e.g. *why does Trametinib change DUSP6 in A549?* — then follow up in the same "
+    "thread: *why is n3 supported?*, *what would falsify this?*, *and at the lower dose?*, *in HT-29?*, "
+    "*which conditions?*"
+)
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+class Citation(BaseModel):
+    """One piece of evidence behind a claim of the answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    claim_id: str
+    verifier: str
+    status: str
+    source: str
+    record_id: str | None = None
+    detail: str = ""
+    p_value: float | None = None
+    e_value: float | None = None
+
+
+class ParsedQuestion(BaseModel):
+    """What the parser read from a question."""
+
+    model_config = ConfigDict(frozen=True)
+
+    intent: Intent
+    drug: str | None = None
+    cell_line: str | None = None
+    contexts: list[str] = Field(default_factory=list, description="ids a cell line may appear under in the store")
+    dose: float | None = Field(None, description="in the unit below")
+    dose_unit: str | None = None
+    direction: Literal["lower", "higher"] | None = None
+    node: str | None = None
+    genes: list[str] = Field(default_factory=list)
+
+
+class ChatTurn(BaseModel):
+    """One answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread_id: str
+    question: str
+    intent: Intent
+    condition_key: str | None = None
+    trace_id: str | None = None
+    reused: bool = False
+    answer: str
+    citations: list[Citation] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ChatEvent(BaseModel):
+    """A streamed chat event: `parsed`, `pipeline` (a pipeline event, forwarded), `answer` (the turn) or `error`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    type: Literal["parsed", "pipeline", "answer", "error"]
+    thread_id: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    pipeline: PipelineEvent | None = None
+    turn: ChatTurn | None = None
+
+
+class _ChatState(TypedDict, total=False):
+    messages: Annotated[list[dict[str, str]], operator.add]
+    question: str
+    parsed: dict[str, Any]
+    condition_key: str | None
+    trace_id: str | None
+    reused: bool
+    notes: list[str]
+    answer: str
+    citations: list[dict[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+class QuestionParser:
+    """Dictionary entity linking against the KB and the store's conditions (offline, deterministic)."""
+
+    def __init__(self, kb: KnowledgeBase, conditions: list[Condition]) -> None:
+        self.kb = kb
+        self.conditions = conditions
+        self._store_drugs = {c.perturbation.casefold(): c.perturbation for c in conditions}
+        self._store_contexts: dict[str, str] = {}
+        for c in conditions:
+            for name in (c.context, c.context_name):
+                if name:
+                    self._store_contexts[_norm(name)] = c.context or name
+
+    def _drug(self, grams: list[str]) -> str | None:
+        for g in grams:
+            if g.casefold() in self._store_drugs:
+                return self._store_drugs[g.casefold()]
+            r = self.kb.resolve_drug(g)
+            if r.status == "resolved" and r.id:
+                return self._store_drugs.get(r.id.casefold(), r.id)
+        return None
+
+    def _cell_line(self, grams: list[str]) -> tuple[str | None, list[str]]:
+        for g in grams:
+            n = _norm(g)
+            if n in self._store_contexts:
+                ctx = self._store_contexts[n]
+                return g, [ctx]
+            r = self.kb.resolve_cell_line(g)
+            if r.status == "resolved" and r.id:
+                ids = [r.id]
+                try:
+                    attrs = self.kb.entity(r.id).get("attrs") or {}
+                    ids += [str(attrs[k]) for k in ("cellosaurus", "depmap") if attrs.get(k)]
+                except Exception:  # noqa: BLE001 — an entity without attributes still links by name
+                    pass
+                return r.id, ids
+        return None, []
+
+    def parse(self, question: str) -> ParsedQuestion:
+        q = question.strip()
+        low = q.casefold()
+        words = _WORD.findall(q)
+        grams = [" ".join(words[i : i + n]) for n in (4, 3, 2, 1) for i in range(len(words) - n + 1)]
+        grams = [g.strip(".,;:?!") for g in grams]
+        drug = self._drug(grams)
+        cell, contexts = self._cell_line(grams)
+        dose = unit = None
+        m = _DOSE.search(q)
+        if m:
+            dose, unit = float(m.group(1)), m.group(2).replace("µ", "u").replace("μ", "u")
+        direction: Literal["lower", "higher"] | None = None
+        if re.search(r"\b(lower|lowest|smaller|less)\b", low) and "dose" in low or re.search(r"\blower dose", low):
+            direction = "lower"
+        elif re.search(r"\b(higher|highest|larger|more)\b", low) and ("dose" in low or "concentration" in low):
+            direction = "higher"
+        node = m2.group(1) if (m2 := _NODE.search(q)) else None
+        genes = []
+        for w in words:
+            w = w.strip(".,;:?!")
+            if len(w) >= 2 and w.upper() == w and any(ch.isalpha() for ch in w) and w != (cell or ""):
+                r = self.kb.resolve_gene(w)
+                if r.status == "resolved" and r.entity_type == "gene" and r.id and r.id not in genes:
+                    genes.append(r.id)
+        intent: Intent
+        if re.search(r"\b(falsif\w*|disprove\w*|refut\w*|prove .* wrong)\b", low):
+            intent = "falsify"
+        elif node and re.search(r"\b(why|evidence|support\w*|how do you know|based on)\b", low):
+            intent = "why"
+        elif re.search(r"\b(which|what|list)\b.*\bconditions?\b", low):
+            intent = "list"
+        elif re.fullmatch(r"\W*(help|\?)\W*", low):
+            intent = "help"
+        elif drug is not None:
+            intent = "explain"
+        elif direction is not None or dose is not None:
+            intent = "dose"
+        elif cell is not None:
+            intent = "context"
+        elif node:
+            intent = "why"
+        else:
+            intent = "unknown"
+        return ParsedQuestion(
+            intent=intent,
+            drug=drug,
+            cell_line=cell,
+            contexts=contexts,
+            dose=dose,
+            dose_unit=unit,
+            direction=direction,
+            node=node,
+            genes=genes,
+        )
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.casefold())
+
+
+def _in_unit(dose: float, unit: str | None, target: str | None) -> float:
+    a, b = _UNITS.get((unit or "uM").casefold()), _UNITS.get((target or "uM").casefold())
+    return dose * a / b if a and b else dose
+
+
+# ------------------------------------------------------------------------------------------------ session
+
+
+class ChatSession:
+    """Conversations over one store and KB. Threads persist in `checkpoint_path` (SQLite).
+
+    The session owns a `Pipeline` (and so the store's DuckDB connection): use one session per process. Its async
+    API (`astream`, `aask`) is what a web door calls; `ask` is the same for scripts and the terminal.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: str | Path | None = None,
+        kb: KnowledgeBase | str | Path | None = None,
+        settings: Settings | None = None,
+        checkpoint_path: str | Path | None = None,
+        proposer: str | None = None,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        from mechcell.config import Settings
+
+        self.settings = settings or Settings()
+        store_path = Path(store) if store is not None else Path(self.settings.store_path)
+        have = store_path.is_file()
+        cfg = config or PipelineConfig.from_settings(self.settings)
+        self.pipeline = Pipeline(
+            kb=kb,
+            store=store_path if have else None,
+            proposer=proposer,
+            settings=self.settings,
+            config=cfg,
+            save=have,
+        )
+        self.kb = self.pipeline.kb
+        self.store_path = store_path
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else store_path.with_suffix(".chat.sqlite")
+        self._parser: QuestionParser | None = None
+        self._lock = threading.Lock()
+        self._memory: dict[str, Trace] = {}  # traces made without a store, for this session's follow-ups
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+    def __enter__(self) -> ChatSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ store access (one connection)
+    def with_store(self, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        """`fn(store)` under the pipeline's connection lock; `default` when there is no store."""
+        return self._with_store(fn, default)
+
+    def graph_builder(self) -> Any:
+        """The chat's uncompiled `StateGraph` (compile it with a checkpointer of your choice)."""
+        return self._build()
+
+    def _with_store(self, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        st = self.pipeline.store
+        if st is None:
+            return default
+        with self.pipeline._lock:
+            return fn(st)
+
+    def conditions(self) -> list[Condition]:
+        return self._with_store(lambda st: st.conditions(), [])
+
+    @property
+    def parser(self) -> QuestionParser:
+        if self._parser is None:
+            self._parser = QuestionParser(self.kb, self.conditions())
+        return self._parser
+
+    def _stored_trace(self, key: str) -> Trace | None:
+        tr = self.pipeline.traces
+        if tr is None:
+            return None
+        with self.pipeline._lock:
+            found = tr.for_condition(key)
+        if not found:
+            return None
+        # a trace made with the data, by this session's proposer, newest first
+        mine = self.pipeline.proposer.name
+        return max(found, key=lambda t: (t.signature_method is not None, t.config.proposer == mine, t.created_at))
+
+    def _gene_row(self, key: str, gene: str) -> dict[str, float] | None:
+        def look(st: Any) -> dict[str, float] | None:
+            try:
+                f = st.signature(key).to_frame()
+            except (NotFoundError, InputError):
+                return None
+            if gene not in f.index:
+                return None
+            row = f.loc[gene]
+            return {"log2fc": float(row["log2fc"]), "pvalue": float(row["pvalue"]), "padj": float(row["padj"])}
+
+        return self._with_store(look)
+
+    # ------------------------------------------------------------------ condition choice
+    def _choose(self, p: ParsedQuestion, current: str | None) -> tuple[Condition | None, list[str]]:
+        """The condition a question is about: linked names filtered against the store; follow-ups keep the
+        current condition's drug / context. Returns (condition, notes)."""
+        notes: list[str] = []
+        cur = Condition.from_key(current) if current else None
+        drug = p.drug or (cur.perturbation if cur else None)
+        if drug is None:
+            return None, ["name a drug (e.g. 'why does Trametinib change DUSP6 in A549?')"]
+        contexts = p.contexts or ([cur.context] if (cur and cur.context and p.drug in (None, cur.perturbation)) else [])
+        conds = [c for c in self.conditions() if c.perturbation.casefold() == drug.casefold()]
+        if contexts:
+            ctx_set = {_norm(x) for x in contexts}
+            conds = [c for c in conds if _norm(c.context or "") in ctx_set or _norm(c.context_name or "") in ctx_set]
+        if not conds:
+            if p.drug is None and cur is not None and p.intent in ("dose",):
+                return None, [f"no other dose of {drug} is stored"]
+            # Not in the store: explain from the KB alone.
+            notes.append(
+                f"{drug}{' in ' + p.cell_line if p.cell_line else ''} is not in the store: explaining "
+                "from the knowledge base alone"
+            )
+            dose = p.dose
+            return Condition(
+                perturbation=drug,
+                dose=dose,
+                dose_unit=p.dose_unit if dose is not None else None,
+                context=(contexts[0] if contexts else None),
+            ), notes
+        doses = sorted({c.dose for c in conds if c.dose is not None})
+        if p.dose is not None:
+            unit = next((c.dose_unit for c in conds if c.dose_unit), p.dose_unit)
+            want = _in_unit(p.dose, p.dose_unit, unit)
+            best = min(conds, key=lambda c: abs((c.dose or 0.0) - want))
+            if best.dose is not None and abs(best.dose - want) > 1e-9 * max(1.0, want):
+                notes.append(
+                    f"no {p.dose:g} {p.dose_unit} condition; the nearest stored dose is {best.dose:g} "
+                    f"{best.dose_unit or ''}"
+                )
+            conds = [c for c in conds if c.dose == best.dose]
+        elif p.direction is not None and cur is not None and cur.dose is not None:
+            pick = [d for d in doses if (d < cur.dose if p.direction == "lower" else d > cur.dose)]
+            if not pick:
+                return None, [
+                    f"{cur.dose:g} {cur.dose_unit or ''} is already the {p.direction}st stored dose of {drug}"
+                ]
+            target = max(pick) if p.direction == "lower" else min(pick)
+            conds = [c for c in conds if c.dose == target]
+        elif cur is not None and p.drug in (None, cur.perturbation) and cur.dose is not None and p.intent == "context":
+            same = [c for c in conds if c.dose == cur.dose]
+            conds = same or conds
+        if len(conds) > 1:
+            with_trace = [c for c in conds if self._stored_trace(c.key) is not None]
+            pool = with_trace or conds
+            chosen = max(pool, key=lambda c: (c.dose or 0.0, c.key))
+            others = [c.key for c in conds if c.key != chosen.key][:4]
+            notes.append("also stored: " + ", ".join(others) + (" …" if len(conds) > 5 else ""))
+            return chosen, notes
+        return conds[0], notes
+
+    # ------------------------------------------------------------------ the graph
+    def _build(self) -> Any:
+        from langgraph.graph import END, START, StateGraph
+
+        g = StateGraph(_ChatState)
+        g.add_node("parse", self._parse)
+        g.add_node("run", self._run)
+        g.add_node("respond", self._respond)
+        g.add_edge(START, "parse")
+        g.add_conditional_edges("parse", self._route, {"run": "run", "respond": "respond"})
+        g.add_edge("run", "respond")
+        g.add_edge("respond", END)
+        return g
+
+    async def _parse(self, state: _ChatState, config: RunnableConfig) -> dict:
+        from langgraph.config import get_stream_writer
+
+        q = state.get("question", "")
+        p = await asyncio.to_thread(self.parser.parse, q)
+        get_stream_writer()({"kind": "parsed", **p.model_dump(mode="json")})
+        return {"parsed": p.model_dump(mode="json"), "notes": [], "messages": [{"role": "user", "content": q}]}
+
+    def _route(self, state: _ChatState, config: RunnableConfig) -> str:
+        intent = state.get("parsed", {}).get("intent")
+        return "run" if intent in ("explain", "dose", "context") else "respond"
+
+    async def _run(self, state: _ChatState, config: RunnableConfig) -> dict:
+        from langgraph.config import get_stream_writer
+
+        write = get_stream_writer()
+        p = ParsedQuestion(**state["parsed"])
+        cond, notes = await asyncio.to_thread(self._choose, p, state.get("condition_key"))
+        if cond is None:
+            return {"notes": notes}
+        stored = await asyncio.to_thread(self._stored_trace, cond.key)
+        if stored is not None and stored.signature_method is not None:  # made with the data: reuse it
+            write({"kind": "reused", "trace_id": stored.id, "condition_key": cond.key})
+            return {"condition_key": cond.key, "trace_id": stored.id, "reused": True, "notes": notes}
+        trace: Trace | None = None
+        async for ev in self.pipeline.astream(cond):
+            write({"kind": "pipeline", "event": ev})
+            if ev.type == "run_started":
+                notes += [n for n in ev.data.get("notes", []) if n not in notes]
+            elif ev.type == "note" and ev.data.get("message") and ev.data["message"] not in notes:
+                notes.append(str(ev.data["message"]))
+            if ev.trace is not None:
+                trace = ev.trace
+        assert trace is not None
+        self._remember(trace)
+        return {"condition_key": trace.condition.key, "trace_id": trace.id, "reused": False, "notes": notes}
+
+    def _remember(self, trace: Trace) -> None:
+        if self.pipeline.traces is None or self.pipeline.traces.read_only:
+            with self._lock:
+                self._memory[trace.id] = trace
+
+    def _trace(self, trace_id: str | None) -> Trace | None:
+        if trace_id is None:
+            return None
+        if trace_id in self._memory:
+            return self._memory[trace_id]
+        tr = self.pipeline.traces
+        if tr is None:
+            return None
+        with self.pipeline._lock:
+            return tr.find(trace_id)
+
+    async def _respond(self, state: _ChatState, config: RunnableConfig) -> dict:
+        p = ParsedQuestion(**state["parsed"])
+        trace = await asyncio.to_thread(self._trace, state.get("trace_id"))
+        notes = list(state.get("notes", []))
+        answer, cites = await asyncio.to_thread(self._compose, p, trace, notes, bool(state.get("reused")))
+        return {
+            "answer": answer,
+            "citations": [c.model_dump(mode="json") for c in cites],
+            "messages": [{"role": "assistant", "content": answer}],
+        }
+
+    # ------------------------------------------------------------------ answers
+    def _compose(self, p: ParsedQuestion, trace: Trace | None, notes: list[str], reused: bool) -> tuple[str, list]:
+        head = "".join(f"_{n}_\n\n" for n in notes)
+        if p.intent == "help":
+            return HELP, []
+        if p.intent == "list":
+            return head + self._list_answer(), []
+        if p.intent == "unknown":
+            return head + "I could not link that question to a drug, a condition or a step of the graph. " + HELP, []
+        if trace is None:
+            return head + ("Nothing to answer about yet. " + HELP if p.intent in ("why", "falsify") else HELP), []
+        if p.intent == "why":
+            return head + _why_answer(trace, p.node), _citations(trace, p.node)
+        if p.intent == "falsify":
+            return head + _falsify_answer(trace), _citations(trace, None, only_expression=True)
+        text = head + _explain_answer(trace, reused)
+        for g in p.genes:
+            text += "\n\n" + self._gene_answer(trace, g)
+        return text, _citations(trace, None)
+
+    def _list_answer(self) -> str:
+        conds = self.conditions()
+        if not conds:
+            return f"The store {self.store_path} holds no conditions (run `mechcell demo` to make some)."
+        lines = [f"{len(conds)} stored conditions:"]
+        for c in conds[:30]:
+            t = self._stored_trace(c.key)
+            lines.append(f"- `{c.key}`" + (f" — {t.status}: {t.answer}" if t else ""))
+        if len(conds) > 30:
+            lines.append(f"- … {len(conds) - 30} more")
+        return "\n".join(lines)
+
+    def _gene_answer(self, trace: Trace, gene: str) -> str:
+        final = trace.final
+        report = final.report if final else None
+        claims = [c for c in (report or {}).get("claims", []) if c["claim_id"].endswith(f":{gene}")]
+        row = self._gene_row(trace.condition.key, gene)
+        obs = (
+            f" Observed: log2FC {row['log2fc']:+.2f} (p {row['pvalue']:.2g}, padj {row['padj']:.2g})."
+            if row is not None
+            else ""
+        )
+        if not claims:
+            return f"**{gene}**: the verified graph makes no claim about {gene}.{obs}"
+        out = [f"**{gene}**:{obs}"]
+        for c in claims:
+            node = trace.final_graph.node(c["node_id"]) if trace.final_graph else None
+            reg = getattr(node, "regulator", "?")
+            d = getattr(node, "direction", "?")
+            out.append(f"- {c['node_id']}: {reg} → {gene} {d} — **{c['status']}**")
+            for v in (report or {}).get("verdicts", []):
+                if v["claim"]["id"] == c["claim_id"]:
+                    out.append(f"  - {v['verifier']}: {v['status']} — {v['reason']}")
+        return "\n".join(out)
+
+    # ------------------------------------------------------------------ running a turn
+    async def astream(self, question: str, thread_id: str = "default") -> AsyncIterator[ChatEvent]:
+        """Answer one question in a thread, yielding events; the last is `answer` (or `error`)."""
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        t0 = time.perf_counter()
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path)) as saver:
+            graph = self._build().compile(checkpointer=saver)
+            cfg: RunnableConfig = {"configurable": {"thread_id": thread_id}, "recursion_limit": 20}
+            final: dict[str, Any] = {}
+            try:
+                async for mode, chunk in graph.astream(
+                    {"question": question, "reused": False}, config=cfg, stream_mode=["custom", "values"]
+                ):
+                    if mode == "values":
+                        final = chunk
+                    elif chunk.get("kind") == "pipeline":
+                        yield ChatEvent(type="pipeline", thread_id=thread_id, pipeline=chunk["event"])
+                    else:
+                        yield ChatEvent(type="parsed", thread_id=thread_id, data=dict(chunk))
+            except (InputError, NotFoundError) as exc:
+                yield ChatEvent(type="error", thread_id=thread_id, data={"message": f"{type(exc).__name__}: {exc}"})
+                return
+        parsed = final.get("parsed", {})
+        turn = ChatTurn(
+            thread_id=thread_id,
+            question=question,
+            intent=parsed.get("intent", "unknown"),
+            condition_key=final.get("condition_key"),
+            trace_id=final.get("trace_id"),
+            reused=bool(final.get("reused")),
+            answer=final.get("answer", ""),
+            citations=[Citation(**c) for c in final.get("citations", [])],
+            notes=list(final.get("notes", [])),
+            seconds=time.perf_counter() - t0,
+        )
+        yield ChatEvent(type="answer", thread_id=thread_id, turn=turn)
+
+    async def aask(
+        self, question: str, thread_id: str = "default", on_event: Callable[[ChatEvent], None] | None = None
+    ) -> ChatTurn:
+        turn: ChatTurn | None = None
+        async for ev in self.astream(question, thread_id):
+            if on_event is not None:
+                on_event(ev)
+            if ev.type == "error":
+                raise InputError(ev.data.get("message", "chat failed"))
+            if ev.turn is not None:
+                turn = ev.turn
+        assert turn is not None
+        return turn
+
+    def ask(
+        self, question: str, thread_id: str = "default", on_event: Callable[[ChatEvent], None] | None = None
+    ) -> ChatTurn:
+        """`aask` for scripts and the terminal (not inside a running event loop)."""
+        return asyncio.run(self.aask(question, thread_id, on_event))
+
+    async def ahistory(self, thread_id: str) -> list[dict[str, str]]:
+        """The thread's messages so far (role, content), from the checkpointer."""
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        if not self.checkpoint_path.is_file():
+            return []
+        async with AsyncSqliteSaver.from_conn_string(str(self.checkpoint_path)) as saver:
+            graph = self._build().compile(checkpointer=saver)
+            snap = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+            return list(snap.values.get("messages", [])) if snap and snap.values else []
+
+    def history(self, thread_id: str) -> list[dict[str, str]]:
+        return asyncio.run(self.ahistory(thread_id))
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def _report(trace: Trace) -> dict[str, Any]:
+    f = trace.final
+    return (f.report if f is not None else None) or {}
+
+
+def _citations(trace: Trace, node: str | None, *, only_expression: bool = False) -> list[Citation]:
+    out: list[Citation] = []
+    for v in _report(trace).get("verdicts", []):
+        c = v["claim"]
+        if node is not None and c["node_id"] != node:
+            continue
+        if only_expression and c["kind"] not in ("expression", "expression_set"):
+            continue
+        for e in v.get("evidence", [])[:3]:
+            out.append(
+                Citation(
+                    claim_id=c["id"],
+                    verifier=v["verifier"],
+                    status=v["status"],
+                    source=e.get("source", ""),
+                    record_id=e.get("record_id"),
+                    detail=e.get("detail", ""),
+                    p_value=v.get("p_value"),
+                    e_value=v.get("e_value"),
+                )
+            )
+    return out
+
+
+def _node_line(trace: Trace, nid: str) -> str:
+    g = trace.final_graph
+    if g is None:
+        return nid
+    n = g.node(nid)
+    args = ", ".join(
+        f"{k}={v!r}" if not isinstance(v, list) else f"{k}=[{', '.join(v[:6])}{', …' if len(v) > 6 else ''}]"
+        for k, v in n.args().items()
+        if k not in ("via", "confidence", "extras")
+    )
+    return f"{nid} {n.primitive}({args})"
+
+
+def _explain_answer(trace: Trace, reused: bool) -> str:
+    m = trace.metrics
+    where = "a stored trace" if reused else "a new run"
+    lines = [
+        f"**{trace.condition.key}** — {trace.status} ({where}, trace `{trace.id}`)",
+        "",
+        trace.answer,
+    ]
+    if trace.final_graph is None:
+        return "\n".join(lines)
+    status: dict[str, str] = {}
+    for c in _report(trace).get("claims", []):
+        prev = status.get(c["node_id"])
+        if prev is None or c["status"] == "contradicted" or (prev == "supported" and c["status"] != "supported"):
+            status[c["node_id"]] = c["status"] if prev in (None, "supported") else prev
+    lines += ["", "Verified graph:"]
+    for n in trace.final_graph.nodes:
+        if n.primitive == "set_context":
+            continue
+        lines.append(f"- `{_node_line(trace, n.id)}` — **{status.get(n.id, 'unchecked')}**")
+    fp = "—" if m.factual_precision is None else f"{m.factual_precision:.2f}"
+    ep = "—" if m.expression_precision is None else f"{m.expression_precision:.2f}"
+    rw = "—" if m.reward is None else f"{m.reward:.2f}"
+    lines += [
+        "",
+        f"Reward {rw}, factual precision {fp}, expression precision {ep}; claims {m.counts}.",
+        "Ask *why is n2 supported?*, *what would falsify this?* or *and at the lower dose?*",
+    ]
+    return "\n".join(lines)
+
+
+def _why_answer(trace: Trace, node: str | None) -> str:
+    if trace.final_graph is None:
+        return f"The trace `{trace.id}` has no verified graph ({trace.status}): {trace.answer}"
+    ids = [n.id for n in trace.final_graph.nodes if n.primitive != "set_context"]
+    if node is None or node not in trace.final_graph.node_map:
+        return f"Which step? The graph of {trace.condition.key} has {', '.join(ids)}."
+    if trace.final_graph.node(node).primitive == "set_context":
+        return f"{node} only sets the context (cell line and genotype); it claims nothing."
+    lines = [f"**{_node_line(trace, node)}** in {trace.condition.key}:"]
+    for v in _report(trace).get("verdicts", []):
+        c = v["claim"]
+        if c["node_id"] != node:
+            continue
+        stats = []
+        if v.get("p_value") is not None:
+            stats.append(f"p {v['p_value']:.2g}")
+        if v.get("e_value") is not None:
+            stats.append(f"e {v['e_value']:.3g}")
+        lines.append(
+            f"- {c['id']} ({v['verifier']}): **{v['status']}** — {v['reason']}"
+            + (f" [{', '.join(stats)}]" if stats else "")
+        )
+        for e in v.get("evidence", [])[:3]:
+            rid = f" `{e['record_id']}`" if e.get("record_id") else ""
+            lines.append(f"  - {e.get('source')}{rid}: {e.get('detail', '')}")
+        if v.get("null"):
+            lines.append(f"  - null tested: {v['null']}")
+    if len(lines) == 1:
+        lines.append("- no verdict recorded for this step")
+    return "\n".join(lines)
+
+
+def _falsify_answer(trace: Trace) -> str:
+    g = trace.final_graph
+    if g is None:
+        return f"There is no claim to falsify for {trace.condition.key} ({trace.status})."
+    rep = _report(trace)
+    lines = [f"What would falsify the mechanism for **{trace.condition.key}**:"]
+    binds = [n for n in g.nodes if n.primitive == "binds_to"]
+    for n in binds:
+        lines.append(
+            f"- {n.id}: no engagement of {n.target} by {n.actor} at this dose (e.g. a target-engagement or "
+            f"thermal-shift assay), or the same expression change in {n.target}-knockout cells."
+        )
+    acts = [n for n in g.nodes if n.primitive in ("modulates_molecule_activity", "modulates_pathway_activity")]
+    for n in acts[:6]:
+        ent = getattr(n, "target", None) or getattr(n, "pathway", None)
+        opp = "rises" if n.direction == "down" else "falls"
+        lines.append(
+            f"- {n.id}: {ent} activity that {opp} or stays put after treatment (phospho-proteomics or a "
+            "reporter), which the signed path predicts goes " + n.direction + "."
+        )
+    gene_v = [
+        v for v in rep.get("verdicts", []) if v["claim"]["kind"] == "expression" and v["verifier"] == "expression"
+    ]
+    if gene_v:
+        weakest = sorted(gene_v, key=lambda v: (v["status"] != "supported", -(v.get("p_value") or 1.0)))[:5]
+        lines.append("- the weakest expression predictions (a replicate where these do not move would hurt most):")
+        for v in weakest:
+            c = v["claim"]
+            rb = v.get("robustness") or {}
+            bp = rb.get("selection_breaking_point")
+            extra = f"; breaking point D* {bp:.2g}" if isinstance(bp, (int, float)) else ""
+            lines.append(
+                f"  - {c['object']} {c['direction']} ({c['node_id']}): {v['status']}, "
+                f"p {v.get('p_value') or float('nan'):.2g}{extra}"
+            )
+    dropped = [a for a in trace.attempts if a.index != trace.final_attempt and a.counts.get("contradicted")]
+    if dropped:
+        lines.append(
+            f"- already falsified during the run: {sum(a.counts['contradicted'] for a in dropped)} "
+            "contradicted claim(s) in earlier attempts were revised away."
+        )
+    return "\n".join(lines)
+
+
+def summarize(trace: Trace) -> str:
+    """One line for listings."""
+    return f"{trace.condition.key}: {trace.status} — {graph_summary(trace.final_graph)}"
