@@ -1,0 +1,446 @@
+"""Expression predictors on real components: a synthetic world read by the project's readers, the starter KB,
+traces in a real DuckDB store, checkpoints on disk, the CLI through typer's runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mechcell.datasets.readers import open_dataset
+from mechcell.datasets.schemas import Condition
+from mechcell.datasets.store import Store
+from mechcell.datasets.synthetic import SyntheticWorldConfig, Truth, generate_world, load_truth
+from mechcell.datasets.traces import Provenance, Trace, TraceConfig, TraceMetrics, TraceStore
+from mechcell.errors import InputError
+from mechcell.eval.expression import run_experiment
+from mechcell.graphs import parse_text
+from mechcell.models.features import (
+    DeltaTable,
+    Mechanism,
+    mechanism_from_graph,
+    mechanisms_from_traces,
+    mechanisms_from_truth,
+    pseudobulk_deltas,
+)
+from mechcell.models.predictors import (
+    PREDICTORS,
+    PredictorInputs,
+    fit_predictors,
+    load_predictors,
+    make_folds,
+    make_predictor,
+    prepare_inputs,
+    resolve_models,
+    save_predictors,
+)
+
+# 8 drugs × 2 doses × 2 cell lines = 32 conditions, 260 genes, ~3,400 cells: generated in a few seconds.
+CONFIG = SyntheticWorldConfig(
+    seed=3, n_drugs=8, n_cell_lines=2, doses=[0.5, 5.0], n_genes=260, cells_per_condition=90, mean_library_size=2000
+)
+FAST_MLP = {"epochs": 40, "hidden": 32}
+FAST = {"mlp_drug": FAST_MLP, "trace_mlp": FAST_MLP, "trace_mlp_aux": FAST_MLP}
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread() -> Iterator[None]:
+    """The ridge models are SVDs of small matrices; a multi-threaded BLAS competing with other processes for two
+    cores made them ~20× slower (measured), so these tests run BLAS single-threaded (when threadpoolctl, a
+    scikit-learn dependency, is importable)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Truth]:
+    out = tmp_path_factory.mktemp("predictors") / "world"
+    generate_world(CONFIG, out, "h5ad")
+    return out, load_truth(out)
+
+
+@pytest.fixture(scope="module")
+def inputs(world: tuple[Path, Truth]) -> PredictorInputs:
+    out, _ = world
+    inp, info = prepare_inputs(None, out / "world.h5ad", mechanisms="oracle")
+    assert info["mechanism_source"] == "oracle" and inp.mechanism_label == "oracle"
+    return inp
+
+
+def _trace(key: str, graph_text: str | None, *, accepted: bool, n: int = 0) -> Trace:
+    graph = parse_text(graph_text).graph if graph_text else None
+    return Trace(
+        id=f"tr_test{n:04d}",
+        condition=Condition.from_key(key),
+        config=TraceConfig(proposer="local", kb_version="test"),
+        status="accepted" if accepted else "unverified",
+        final_graph=graph,
+        metrics=TraceMetrics(accepted=accepted, reward=1.0 if accepted else 0.2),
+        provenance=Provenance(proposer="local", kb_version="test", code_version="test", seed=0),
+    )
+
+
+def _store_with_traces(world: tuple[Path, Truth], path: Path) -> Path:
+    """A real project store: the world's dataset registered and every active condition's planted graph stored as
+    an accepted trace (what `mechcell demo` would write, with a perfect proposer)."""
+    out, truth = world
+    with Store(path) as st:
+        st.register(open_dataset(out / "world.h5ad"))
+        ts = TraceStore(st)
+        ts.put_many(
+            [
+                _trace(k, c.graph, accepted=True, n=i)
+                for i, (k, c) in enumerate(sorted(truth.conditions.items()))
+                if c.graph
+            ]
+        )
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def test_pseudobulk_deltas_match_a_cell_level_computation(world: tuple[Path, Truth]) -> None:
+    """The delta table (pseudobulk aggregation of the reader) equals log1p-CP10k of summed counts computed here
+    from the condition's cells (a separate reader path), and its p-values equal a Welch t over wells (scipy) with
+    BH — for three conditions."""
+    from scipy import stats
+
+    from mechcell.datasets.de import bh_adjust
+
+    out, truth = world
+    with open_dataset(out / "world.h5ad") as ds:
+        table = pseudobulk_deltas(ds)
+        assert table.keys == sorted(truth.conditions) and len(table.genes) == len(truth.genes)
+        for key in table.keys[::11]:
+            cc = ds.load_cells(key)
+            X = cc.X.toarray()
+            i = table.keys.index(key)
+            np.testing.assert_allclose(
+                table.delta[i], _pooled(X[cc.treated]) - _pooled(X[~cc.treated]), rtol=0, atol=1e-10
+            )
+            np.testing.assert_allclose(table.control[i], _pooled(X[~cc.treated]), rtol=0, atol=1e-10)
+            wells = cc.covariates["sample"].to_numpy()
+            a = np.vstack([_pooled(X[cc.treated & (wells == w)]) for w in np.unique(wells[cc.treated])])
+            b = np.vstack([_pooled(X[~cc.treated & (wells == w)]) for w in np.unique(wells[~cc.treated])])
+            p = stats.ttest_ind(a, b, axis=0, equal_var=False).pvalue
+            want = bh_adjust(np.where(np.isnan(p), 1.0, p))
+            np.testing.assert_allclose(table.padj[i], want, rtol=1e-9, atol=1e-12)
+            assert table.n_treated_wells[i] == a.shape[0] and table.n_control_wells[i] == b.shape[0]
+
+
+def _pooled(cells: np.ndarray) -> np.ndarray:
+    """log1p(CP10k) of the summed counts of a set of cells (cells × genes)."""
+    tot = cells.sum(axis=0)
+    return np.log1p(tot / tot.sum() * 1e4)
+
+
+def test_delta_table_round_trips_and_subsets(inputs: PredictorInputs, tmp_path: Path) -> None:
+    t = inputs.table
+    back = DeltaTable.load(t.save(tmp_path / "d.npz"))
+    assert back.keys == t.keys and back.genes == t.genes and back.perturbations == t.perturbations
+    np.testing.assert_array_equal(back.delta, t.delta)
+    np.testing.assert_array_equal(back.padj, t.padj)
+    sub = t.subset([3, 1])
+    assert sub.keys == [t.keys[3], t.keys[1]] and np.array_equal(sub.delta[0], t.delta[3])
+    flags = t.de_flags()
+    assert set(np.unique(flags)) <= {-1, 0, 1} and (flags != 0).sum() == (np.nan_to_num(t.padj, nan=1) < 0.05).sum()
+
+
+def test_mechanism_from_graph_reads_targets_activities_tfs_pathways_and_net_gene_signs() -> None:
+    text = """<explain>
+set_context(id="n0", cell_type="A549")
+binds_to(id="n1", actor="Trametinib", target="MAP2K1")
+modulates_molecule_activity(id="n2", target="MAP2K1", direction="down")
+modulates_molecule_activity(id="n3", target="ELK1", direction="down")
+regulates_expression(id="n4", regulator="ELK1", gene_list=["FOS", "EGR1", "DUSP6"], direction="down")
+modulates_pathway_activity(id="n5", pathway="MAPK", direction="down")
+regulates_expression(id="n6", regulator="MAPK", gene_list=["DUSP6", "SPRY2"], direction="up")
+regulates_expression(id="n7", regulator="MAPK", gene_list=["FOS"], direction="down")
+</explain>
+<dag>
+edge("n1", "n2", relation="causal")
+edge("n2", "n3", relation="causal")
+edge("n3", "n4", relation="causal")
+edge("n2", "n5", relation="causal")
+edge("n5", "n6", relation="causal")
+edge("n5", "n7", relation="causal")
+</dag>"""
+    m = mechanism_from_graph(parse_text(text).graph, source="test")
+    assert m.targets == ["MAP2K1"]
+    assert m.activities == {"MAP2K1": -1, "ELK1": -1}
+    assert m.tfs == {"ELK1": -1} and m.pathways == {"MAPK": -1}
+    # DUSP6 is listed down by ELK1 and up by MAPK: a tie drops it; FOS is down twice
+    assert m.genes == {"FOS": -1, "EGR1": -1, "SPRY2": 1}
+    f = m.features()
+    assert f["mtarget:MAP2K1"] == 1.0 and f["tf:ELK1"] == -1.0 and f["pathway:MAPK"] == -1.0
+
+
+def test_mechanisms_come_from_the_newest_accepted_trace_in_a_real_store(
+    world: tuple[Path, Truth], tmp_path: Path
+) -> None:
+    out, truth = world
+    keys = sorted(k for k, c in truth.conditions.items() if c.graph)[:2]
+    oracle = mechanisms_from_truth(truth, keys)
+    with TraceStore(tmp_path / "s.duckdb") as ts:
+        ts.put(_trace(keys[0], truth.conditions[keys[0]].graph, accepted=True, n=1))
+        ts.put(_trace(keys[1], truth.conditions[keys[1]].graph, accepted=False, n=2))
+    got = mechanisms_from_traces(tmp_path / "s.duckdb")
+    assert set(got) == {keys[0]} and got[keys[0]].source == "trace:tr_test0001"
+    assert got[keys[0]].model_dump(exclude={"source"}) == oracle[keys[0]].model_dump(exclude={"source"})
+    both = mechanisms_from_traces(tmp_path / "s.duckdb", accepted_only=False)
+    assert set(both) == set(keys) and both[keys[1]].accepted is False
+    assert mechanisms_from_traces(tmp_path / "s.duckdb", keys=[keys[1]]) == {}
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+def test_folds_hold_out_whole_groups_and_cover_every_condition_once(inputs: PredictorInputs) -> None:
+    t = inputs.table
+    for by in ("drug", "cell_line"):
+        folds = make_folds(t, by, n_folds=4, n_repeats=2, seed=7)
+        g = t.groups(by)
+        for r in (0, 1):
+            tests = [i for f in folds if f.repeat == r for i in f.test]
+            assert sorted(tests) == list(range(len(t)))
+        for f in folds:
+            assert not set(g[f.train]) & set(g[f.test]) and set(g[f.test]) == set(f.held_out)
+        assert make_folds(t, by, n_folds=4, n_repeats=2, seed=7) == folds
+    assert len({f.fold for f in make_folds(t, "cell_line", n_folds=5)}) == 2  # 2 lines: leave-one-line-out
+    assert make_folds(t, "drug", n_folds=4, seed=1) != make_folds(t, "drug", n_folds=4, seed=2)
+    with pytest.raises(InputError):
+        make_folds(t, "plate")  # type: ignore[arg-type]
+
+
+def _synthetic_table(rng: np.random.Generator, n_drugs: int = 6, n_lines: int = 3, n_genes: int = 30) -> DeltaTable:
+    drugs = [f"D{i}" for i in range(n_drugs)]
+    lines = [f"L{i}" for i in range(n_lines)]
+    keys, ps, cs = [], [], []
+    for d in drugs:
+        for c in lines:
+            keys.append(f"{d}|1uM|{c}|p1")
+            ps.append(d)
+            cs.append(c)
+    n = len(keys)
+    return DeltaTable(
+        keys=keys,
+        perturbations=ps,
+        contexts=cs,
+        doses=np.ones(n),
+        dose_units=["uM"] * n,
+        batches=["p1"] * n,
+        genes=[f"G{i}" for i in range(n_genes)],
+        delta=np.zeros((n, n_genes)),
+        padj=np.full((n, n_genes), np.nan),
+        control=np.zeros((n, n_genes)),
+        n_treated_wells=np.full(n, 3),
+        n_control_wells=np.full(n, 4),
+    )
+
+
+def test_baselines_recover_what_they_model() -> None:
+    """Simulation with known structure (unit: the condition; noise SD 0.05 per gene).
+    additive: delta = μ + a_drug + b_line + noise; a drug × line combination left out is predicted from the
+    drug's and the line's other conditions with RMS error < 0.07 (≈ 1.7 × its expected 0.04), and an unseen drug
+    gets μ + b_line.
+    ridge_drug: drug effects are a linear function of KB-style target features (effect SD 1); an unseen drug
+    sharing its target with a training drug is predicted with RMS error < 0.15, where mean_effect's is > 0.5."""
+    rng = np.random.default_rng(0)
+    t = _synthetic_table(rng)
+    n, G = len(t), len(t.genes)
+    mu, a, b = rng.normal(size=G), rng.normal(size=(6, G)), rng.normal(scale=0.5, size=(3, G))
+    di = np.array([int(p[1:]) for p in t.perturbations])
+    li = np.array([int(c[1:]) for c in t.contexts])
+    t.delta = mu + a[di] + b[li] + rng.normal(scale=0.05, size=(n, G))
+    inp = PredictorInputs(t, {}, {})
+    held = 4  # D1 in L1
+    train = [i for i in range(n) if i != held]
+    add = make_predictor("additive").fit(inp.subset(train))
+    err = add.predict(inp.subset([held]))[0] - (mu + a[1] + b[1])
+    # least squares from 2 drug and 5 line observations: prediction SD ≈ 0.05·√(1/2 + 1/5) ≈ 0.04 per gene
+    assert np.sqrt((err**2).mean()) < 0.07, np.sqrt((err**2).mean())
+    unseen = make_predictor("additive").fit(inp.subset([i for i in range(n) if di[i] != 1]))
+    pred = unseen.predict(inp.subset([held]))[0]
+    # an unseen drug contributes nothing: what is left is μ + line effect (+ the shrunken mean drug effect)
+    assert np.corrcoef(pred - mu - a[[0, 2, 3, 4, 5]].mean(axis=0), b[1])[0, 1] > 0.9
+
+    # ridge on drug features: D0 and D1 share target T0, D2/D3 share T1, D4/D5 share T2
+    feats = {f"D{i}": {f"target:T{i // 2}": 1.0} for i in range(6)}
+    effects = rng.normal(size=(3, G))
+    t.delta = effects[di // 2] + b[li] + rng.normal(scale=0.05, size=(n, G))
+    inp = PredictorInputs(t, feats, {})
+    train = [i for i in range(n) if di[i] != 1]
+    test = [i for i in range(n) if di[i] == 1]
+    ridge = make_predictor("ridge_drug").fit(inp.subset(train), t.groups("drug")[train])
+    mean = make_predictor("mean_effect").fit(inp.subset(train))
+    truth = effects[0] + b[li[test]]
+    rmse = lambda m: float(np.sqrt(((m.predict(inp.subset(test)) - truth) ** 2).mean()))  # noqa: E731
+    assert rmse(ridge) < 0.15 and rmse(mean) > 0.5, (rmse(ridge), rmse(mean))
+
+
+def test_oracle_mechanism_beats_the_best_baseline_on_unseen_drugs_and_shuffled_ones_do_not(
+    inputs: PredictorInputs,
+) -> None:
+    """Grouped 4-fold CV by drug on the world (32 conditions, 8 drugs), pearson delta. Null for the margin:
+    trace_ridge and the best baseline score alike per condition; unit: the drug (cluster bootstrap). With the
+    planted (oracle) mechanisms the 95% CI of the margin over the best baseline lies above 0. Negative control:
+    the same model given another drug's mechanism (a derangement over drugs, same dose and line) does worse
+    than with the right one by ≥ 0.1 and does not beat the best baseline (CI high < 0.05): the gain is the
+    mechanism's content, not the extra parameters."""
+    res = run_experiment(inputs, by="drug", models="baselines,trace_ridge", n_folds=4, seed=0, n_boot=1000, params=FAST)
+    assert res.mechanism_source == "oracle" and res.n_with_mechanism == len(inputs.mechanisms)
+    best = res.best_baseline["pearson_delta"]
+    assert best in ("additive", "ridge_drug", "mlp_drug", "mean_effect")
+    right = res.margins["trace_ridge"]["pearson_delta"]
+    assert right.ci_low is not None and right.ci_low > 0.0, right
+
+    t = inputs.table
+    drugs = sorted(set(t.perturbations))
+    other = {d: drugs[(i + 1) % len(drugs)] for i, d in enumerate(drugs)}
+    shuffled = {}
+    for k in t.keys:
+        parts = k.split("|")
+        m = inputs.mechanisms.get("|".join([other[parts[0]], *parts[1:]]))
+        if m is not None:
+            shuffled[k] = m
+    wrong_in = PredictorInputs(t, inputs.drug_features, shuffled, "shuffled")
+    res2 = run_experiment(
+        wrong_in, by="drug", models="baselines,trace_ridge", n_folds=4, seed=0, n_boot=1000, params=FAST
+    )
+    wrong = res2.margins["trace_ridge"]["pearson_delta"]
+    assert wrong.margin is not None and right.margin is not None
+    assert right.margin - wrong.margin >= 0.1, (right.margin, wrong.margin)
+    assert wrong.ci_high is not None and wrong.ci_high < 0.05, wrong
+
+
+def test_every_predictor_fits_predicts_and_round_trips_through_a_checkpoint(
+    inputs: PredictorInputs, tmp_path: Path
+) -> None:
+    """All registered models, fitted on 24 conditions and saved; the reloaded models predict the other 8
+    conditions exactly as the fitted ones (MLPs: same float32 weights)."""
+    t = inputs.table
+    train, test = list(range(0, len(t), 4)), []
+    train = [i for i in range(len(t)) if i % 4]
+    test = [i for i in range(len(t)) if i % 4 == 0]
+    tr, te = inputs.subset(train), inputs.subset(test)
+    fitted = fit_predictors(tr, list(PREDICTORS), seed=5, params=FAST)
+    assert set(fitted) == set(PREDICTORS)
+    save_predictors(tmp_path / "ck", fitted, tr, seed=5, params=FAST, kb_version="x")
+    ck, loaded = load_predictors(tmp_path / "ck")
+    assert ck.train_keys == tr.table.keys and ck.genes == t.genes and ck.mechanism_source == "oracle"
+    for name, m in fitted.items():
+        a, b = m.predict(te), loaded[name].predict(te)
+        assert a.shape == (len(test), len(t.genes)) and np.isfinite(a).all()
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9, err_msg=name)
+    assert np.all(fitted["control_mean"].predict(te) == 0)
+    aux = fitted["trace_ridge"].predict_mechanism(te)  # type: ignore[attr-defined]
+    assert aux.shape == (len(test), len(t.genes)) and np.abs(aux).max() <= 1.0
+    # same seed, same model
+    again = make_predictor("trace_mlp", seed=5, **FAST_MLP).fit(tr, tr.table.groups("drug")).predict(te)
+    np.testing.assert_array_equal(again, fitted["trace_mlp"].predict(te))
+
+
+def test_model_selection_always_brings_its_baselines() -> None:
+    assert resolve_models("trace_ridge")[:4] == ["control_mean", "mean_effect", "additive", "ridge_drug"]
+    assert "mlp_drug" not in resolve_models("trace_ridge") and "mlp_drug" in resolve_models("trace_mlp_aux")
+    assert set(resolve_models("all")) == set(PREDICTORS)
+    with pytest.raises(InputError, match="unknown predictor"):
+        resolve_models("gpt5")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _app() -> typer.Typer:
+    """The real CLI (its `train` group and the `eval predictor` command registered on the `eval` group)."""
+    from mechcell.cli import app
+
+    return app
+
+
+def test_cli_train_then_eval_predictor_with_traces_from_the_store(world: tuple[Path, Truth], tmp_path: Path) -> None:
+    store = _store_with_traces(world, tmp_path / "mechcell.duckdb")
+    runner = CliRunner()
+    ck = tmp_path / "ck"
+    res = runner.invoke(
+        _app(),
+        ["train", "predictor", "--store", str(store), "--model", "trace_ridge", "--folds", "3", "--out", str(ck)]
+        + ["--json"],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    cv = doc["cv"]
+    assert cv["mechanism_source"] == "traces" and cv["n_with_mechanism"] > 0 and cv["split"] == "drug"
+    assert {m["name"] for m in cv["models"]} == {"control_mean", "mean_effect", "additive", "ridge_drug", "trace_ridge"}
+    assert "trace_ridge" in cv["margins"] and (ck / "predictor.json").is_file() and (ck / "report.md").is_file()
+    assert "transductive" in (ck / "report.md").read_text()
+
+    ev = runner.invoke(
+        _app(), ["eval", "predictor", "--store", str(store), "--checkpoint", str(ck), "--include-train", "--json"]
+    )
+    assert ev.exit_code == 0, ev.output
+    edoc = json.loads(ev.stdout)
+    assert edoc["mode"] == "checkpoint" and edoc["result"]["n_in_training"] == edoc["result"]["n_conditions"]
+    # without --include-train every condition was seen in training: a clear error, not a silent in-sample score
+    bad = runner.invoke(_app(), ["eval", "predictor", "--store", str(store), "--checkpoint", str(ck)])
+    assert bad.exit_code == 2 and "training set" in bad.output
+    # human table
+    human = runner.invoke(
+        _app(), ["eval", "predictor", "--store", str(store), "--model", "trace_ridge", "--folds", "2"]
+    )
+    assert human.exit_code == 0, human.output
+    assert "trace_ridge" in human.stdout and "ridge_drug" in human.stdout and "transductive" in human.stdout
+
+
+def test_cli_errors_are_one_line_messages(world: tuple[Path, Truth], tmp_path: Path) -> None:
+    out, _ = world
+    runner = CliRunner()
+    empty = tmp_path / "empty.duckdb"
+    with Store(empty) as st:
+        st.register(open_dataset(out / "world.h5ad"))
+    cases = [
+        (
+            ["train", "predictor", "--store", str(empty), "--mechanisms", "traces", "--out", str(tmp_path / "x")],
+            "traces",
+        ),
+        (["train", "predictor", "--store", str(empty), "--split", "plate", "--out", str(tmp_path / "x")], "--split"),
+        (["train", "predictor", "--store", str(empty), "--model", "nope", "--out", str(tmp_path / "x")], "nope"),
+        (["eval", "predictor", "--store", str(empty), "--checkpoint", str(tmp_path / "none")], "checkpoint"),
+        (["train", "predictor", "--store", str(tmp_path / "missing.duckdb")], "no store"),
+    ]
+    for args, needle in cases:
+        r = runner.invoke(_app(), args)
+        assert r.exit_code == 2, (args, r.output)
+        assert needle in r.output and "Traceback" not in r.output, r.output
+
+
+def test_oracle_mechanisms_are_labelled_as_such(world: tuple[Path, Truth], tmp_path: Path) -> None:
+    """No traces in the store: `auto` falls back to the world's truth.json and says so."""
+    out, _ = world
+    store = tmp_path / "s.duckdb"
+    with Store(store) as st:
+        st.register(open_dataset(out / "world.h5ad"))
+    r = CliRunner().invoke(
+        _app(),
+        ["eval", "predictor", "--store", str(store), "--model", "trace_ridge", "--folds", "2", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["result"]["mechanism_source"] == "oracle" and doc["inputs"]["truth"].endswith("truth.json")
+
+
+def test_mechanism_type_is_frozen() -> None:
+    m = Mechanism(source="oracle", genes={"A": 1})
+    with pytest.raises(ValueError):
+        m.genes = {}  # type: ignore[misc]
