@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import TRAMETINIB, make_signature
+from verifier_support import TRAMETINIB, make_signature
 
 from mechcell.graphs import parse_text
 from mechcell.verifiers import PanelSettings

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAST, DemoWorld, free_port, read_sse
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from web_support import FAST, DemoWorld, free_port, read_sse
 
 from mechcell.config import Settings
 from mechcell.datasets.traces import TraceStore

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FAST, DemoWorld, LiveServer
 from pydantic import SecretStr
+from web_support import FAST, DemoWorld, LiveServer
 
 from mechcell.config import Settings
 from mechcell.web import STATIC_DIR, create_app

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import DemoWorld
+from web_support import DemoWorld
 
 from mechcell.datasets.store import Store
 from mechcell.datasets.traces import Trace, TraceStore
