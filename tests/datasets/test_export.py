@@ -69,6 +69,8 @@ def test_hf_folder_layout_and_load(built: tuple[Path, dict[str, Trace]], tmp_pat
     assert card.startswith("---\nconfigs:") and "data/train-*.parquet" in card
     assert pq.read_table(next((out / "data").glob("train-*.parquet"))).num_rows == len(traces) == res.n_rows
     datasets = pytest.importorskip("datasets")
+    if not hasattr(datasets, "load_dataset"):  # tests/datasets itself can shadow the name on sys.path
+        pytest.skip("Hugging Face `datasets` is not installed")
     ds = datasets.load_dataset(str(out))["train"]
     assert ds.num_rows == len(traces) and set(ds["id"]) == set(traces)
 

@@ -227,4 +227,6 @@ def test_with_a_token_the_page_asks_for_it(page: Page, demo_world: DemoWorld, tm
         page.fill("#token-input", TOKEN)
         page.click("#token-save")
         page.wait_for_selector("#health:has-text('16 conditions')", state="attached")
+        # The list is filled by its own request after the health check: wait for it rather than race it.
+        page.wait_for_function("document.querySelectorAll('#conditions li[data-key]').length >= 16")
         assert page.locator("#conditions li[data-key]").count() == 16
