@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from mechcell.causal_stats import dr_kernel_test, p_to_e
+from mechcell.causal_stats.evalues import bh_adjust
 from mechcell.graphs import Claim
 from mechcell.verifiers.base import VerificationContext, register
 from mechcell.verifiers.knowledge import KnowledgeVerifier
@@ -66,7 +67,7 @@ class SignatureView:
 _VIEWS: OrderedDict[tuple, SignatureView] = OrderedDict()
 
 
-def _view(ctx: VerificationContext) -> SignatureView | None:
+def signature_view(ctx: VerificationContext) -> SignatureView | None:
     """The prepared signature, shared across graphs verified against the same signature (small LRU)."""
     sig = ctx.signature
     if sig is None:
@@ -92,7 +93,7 @@ class ExpressionVerifier:
     description = "claims against the condition's signature (and cells): gene directions, set and footprint tests"
 
     def verify(self, claims: Sequence[Claim], ctx: VerificationContext) -> list[Verdict]:
-        sv = _view(ctx)
+        sv = signature_view(ctx)
         out: list[Verdict] = []
         gene_claims = [c for c in claims if c.kind == "expression"]
         if sv is None:
@@ -172,8 +173,8 @@ class ExpressionVerifier:
         if ctx.settings.multiplicity == "none":
             q, q_opp = p1, p_opp
         else:
-            q = np.minimum(1.0, _bh(p1))
-            q_opp = np.minimum(1.0, _bh(p_opp))
+            q = np.minimum(1.0, bh_adjust(p1))
+            q_opp = np.minimum(1.0, bh_adjust(p_opp))
         e = p_to_e(p1)
         null = (
             f"H0: {{gene}} does not move {{dir}} (one-sided test from the signature's {ctx.signature.method} "
@@ -458,13 +459,6 @@ def _program_null(ctx: VerificationContext, sv: SignatureView) -> tuple[float, f
 
 def _sub(idx: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return idx if idx.size <= k else np.sort(rng.choice(idx, size=k, replace=False))
-
-
-def _bh(p: np.ndarray) -> np.ndarray:
-    """BH-adjusted p-values (q-values)."""
-    from mechcell.causal_stats.evalues import bh_adjust
-
-    return bh_adjust(p)
 
 
 def _downstream_tfs(kb: Any, genes: list[str], tfs: set[str], depth: int) -> dict[str, int]:

@@ -43,9 +43,9 @@ def _bp(t: pd.DataFrame, bias: str) -> float | None:
 
 
 def gene_table(v: Verdict, ctx: VerificationContext) -> pd.DataFrame | None:
-    from mechcell.verifiers.expression import _view
+    from mechcell.verifiers.expression import signature_view
 
-    sv = _view(ctx)
+    sv = signature_view(ctx)
     if sv is None:
         return None
     d = _DIR.get(v.claim.direction or "up", 1)
