@@ -42,7 +42,7 @@ if not CHROMIUM.is_file():
         "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
     )
 try:
-    from playwright.sync_api import Page, sync_playwright
+    from playwright.sync_api import Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the environment
     pytest.skip("playwright is not installed (pip install 'playwright>=1.40')", allow_module_level=True)
 
@@ -227,6 +227,6 @@ def test_with_a_token_the_page_asks_for_it(page: Page, demo_world: DemoWorld, tm
         page.fill("#token-input", TOKEN)
         page.click("#token-save")
         page.wait_for_selector("#health:has-text('16 conditions')", state="attached")
-        # The list is filled by its own request after the health check: wait for it rather than race it.
-        page.wait_for_function("document.querySelectorAll('#conditions li[data-key]').length >= 16")
-        assert page.locator("#conditions li[data-key]").count() == 16
+        # The list is filled by its own request after the health check: wait for it rather than race it
+        # (a locator wait, not wait_for_function: the page's CSP forbids evaluating strings).
+        expect(page.locator("#conditions li[data-key]")).to_have_count(16)
