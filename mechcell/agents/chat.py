@@ -6,11 +6,16 @@
     async for event in session.astream("and at the lower dose?", "t1"): ...   # progress, for the web door
 
 A LangGraph graph (parse → run → respond) whose threads persist in a SQLite checkpointer
-(langgraph-checkpoint-sqlite), so a thread can be resumed from another process. The question is linked to a
-condition by a dictionary of the KB (drug names and synonyms, gene symbols and aliases, cell-line names and
-Cellosaurus ids) and of the store's conditions — deterministic and offline. A stored trace of the condition is
-reused when there is one; otherwise the pipeline runs and its events stream to the caller. Answers cite the
-verified graph: every claim's verdict and the records or tests behind it.
+(langgraph-checkpoint-sqlite), so a thread can be resumed from another process. The question is read in one of
+two ways. With an LLM endpoint configured, by one forced OpenAI tool call (`select_condition`, see
+`LLMQuestionParser`): the model is shown the store's drugs, doses and cell lines and the conversation's current
+condition and graph; the names it returns are linked through the KB and the store like the dictionary's, bad
+arguments get one repair round, and anything still wrong (or an endpoint that is down) falls back to the
+dictionary parser — the turn records which parser answered. Offline, by the dictionary of the KB (drug names and
+synonyms, gene symbols and aliases, cell-line names and Cellosaurus ids) and of the store's conditions —
+deterministic. A stored trace of the condition is reused when there is one; otherwise the pipeline runs and its
+events stream to the caller. Answers cite the verified graph: every claim's verdict and the records or tests
+behind it.
 
 Follow-ups understood: "why is n3 supported?" (the evidence of one step), "and at the lower/higher dose?",
 "at 0.5 uM?", "in HT-29?" (the same drug in another condition), "what would falsify this?", "which conditions?",
@@ -20,18 +25,23 @@ Follow-ups understood: "why is n3 supported?" (the evidence of one step), "and a
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import operator
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableConfig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mechcell.agents.llm import LLMCall
 from mechcell.agents.pipeline import Pipeline, PipelineConfig, PipelineEvent
+from mechcell.agents.prompts import Prompt, load_prompt
 from mechcell.agents.proposers import graph_summary
 from mechcell.datasets.schemas import Condition
 from mechcell.datasets.traces import Trace
@@ -41,9 +51,28 @@ if TYPE_CHECKING:
     from mechcell.config import Settings
     from mechcell.knowledge import KnowledgeBase
 
-__all__ = ["ChatEvent", "ChatSession", "ChatTurn", "Citation", "ParsedQuestion", "QuestionParser"]
+__all__ = [
+    "TOOL_NAME",
+    "ChatEvent",
+    "ChatSession",
+    "ChatTurn",
+    "Citation",
+    "LLMQuestionParser",
+    "ParseRecord",
+    "ParseRound",
+    "ParsedQuestion",
+    "QuestionParser",
+    "SelectCondition",
+    "select_condition_tool",
+]
+
+log = logging.getLogger(__name__)
 
 Intent = Literal["explain", "why", "dose", "context", "falsify", "list", "help", "unknown"]
+#: Which parser read a question: the tool call, the dictionary (offline), or the dictionary after the LLM failed.
+ParserName = Literal["llm", "dictionary", "llm→dictionary"]
+ParserMode = Literal["auto", "llm", "dictionary"]
+TOOL_NAME = "select_condition"
 _UNITS = {"nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "mm": 1e3}
 _DOSE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(nM|uM|µM|μM|mM)\b", re.IGNORECASE)
 _NODE = re.compile(r"\b(n\d+)\b")
@@ -89,6 +118,90 @@ class ParsedQuestion(BaseModel):
     genes: list[str] = Field(default_factory=list)
 
 
+class SelectCondition(BaseModel):
+    """The arguments of the `select_condition` tool — what the model read, before its names are linked.
+
+    Its JSON schema is the tool's `parameters`, so what the model is told and what is checked cannot drift apart.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    intent: Intent = Field(
+        description="explain: a drug's effect (a new condition); why: evidence for one step (node) of the current "
+        "graph; dose: the same drug at another dose; context: the same drug in another cell line; falsify: what "
+        "would falsify the current mechanism; list: the stored conditions; help; unknown"
+    )
+    drug: str | None = Field(None, description="the drug, as stored when it is one of the stored drugs")
+    dose: float | None = Field(None, gt=0, description="the dose the question states, in dose_unit")
+    dose_unit: Literal["nM", "uM", "mM"] | None = None
+    direction: Literal["lower", "higher"] | None = Field(None, description="'the lower/higher dose'")
+    cell_line: str | None = Field(None, description="the cell line (name or id) when the question names one")
+    genes: list[str] = Field(default_factory=list, max_length=25, description="HGNC symbols asked about")
+    node: str | None = Field(None, pattern=r"^n\d+$", description="the graph step asked about, e.g. n3")
+
+    @field_validator("drug", "cell_line", "node", "dose_unit", "direction", mode="before")
+    @classmethod
+    def _blank_is_none(cls, v: Any) -> Any:
+        # models often send "" or "null" for "nothing"; both mean None here
+        return None if isinstance(v, str) and v.strip().casefold() in ("", "null", "none") else v
+
+    @field_validator("dose_unit", mode="before")
+    @classmethod
+    def _unit(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"nm": "nM", "um": "uM", "µm": "uM", "μm": "uM", "mm": "mM"}.get(v.strip().casefold(), v)
+        return v
+
+    @model_validator(mode="after")
+    def _dose_has_unit(self) -> SelectCondition:
+        if self.dose is not None and self.dose_unit is None:
+            raise ValueError("dose given without dose_unit (one of nM, uM, mM)")
+        return self
+
+
+def select_condition_tool() -> dict[str, Any]:
+    """The `tools=[...]` entry of the chat's parse request (OpenAI function-calling format)."""
+    schema = SelectCondition.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return {
+        "type": "function",
+        "function": {
+            "name": TOOL_NAME,
+            "description": "Record what a question about drug perturbations asks: its intent and the condition "
+            "(drug, dose, cell line), genes and graph step it names.",
+            "parameters": schema,
+        },
+    }
+
+
+class ParseRound(BaseModel):
+    """One request of the LLM parse: the raw arguments (or text) the model sent, the problems found, the call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    round: int = Field(description="0 = the first request, 1 = the repair")
+    arguments: str = ""
+    problems: list[str] = Field(default_factory=list)
+    call: LLMCall | None = None
+
+
+class ParseRecord(BaseModel):
+    """How a question was read: which parser answered, with which prompt, each LLM round, and why it failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    parser: ParserName
+    prompt: str | None = Field(None, description="refs of the prompt templates used (name/version@sha12)")
+    model: str | None = None
+    endpoint: str | None = None
+    rounds: list[ParseRound] = Field(default_factory=list)
+    failure: str | None = Field(None, description="why the LLM's reading was not used (fallback only)")
+    notes: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
 class ChatTurn(BaseModel):
     """One answer."""
 
@@ -104,6 +217,8 @@ class ChatTurn(BaseModel):
     citations: list[Citation] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     seconds: float = 0.0
+    parser: ParserName = "dictionary"
+    parse: ParseRecord | None = Field(None, description="how the question was read (rounds, prompt, failure)")
 
 
 class ChatEvent(BaseModel):
@@ -128,6 +243,7 @@ class _ChatState(TypedDict, total=False):
     notes: list[str]
     answer: str
     citations: list[dict[str, Any]]
+    parse: dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -145,6 +261,14 @@ class QuestionParser:
             for name in (c.context, c.context_name):
                 if name:
                     self._store_contexts[_norm(name)] = c.context or name
+
+    def link_drug(self, name: str) -> str | None:
+        """A drug name (any case, a synonym or code name the KB knows) as the store spells it, or the KB's id."""
+        return self._drug([name])
+
+    def link_cell_line(self, name: str) -> tuple[str | None, list[str]]:
+        """A cell-line name or id → (its name, the ids it may appear under in the store); (None, []) if unknown."""
+        return self._cell_line([name])
 
     def _drug(self, grams: list[str]) -> str | None:
         for g in grams:
@@ -229,6 +353,314 @@ class QuestionParser:
         )
 
 
+class LLMQuestionParser:
+    """Reads a question with one forced OpenAI tool call (`select_condition`), the dictionary parser as fallback.
+
+    Why a tool call: a model reads "the proteasome inhibitor at half a micromolar" or "why is the binding step
+    supported?", which n-gram linking cannot; why forced and schema-checked: its output must be a condition we can
+    look up, not prose. The model sees the store's drugs with their doses and its cell lines (bounded lists, in the
+    versioned `parse_question` prompt) and the conversation's current condition and graph steps. Its names go
+    through the same KB/store linking as the dictionary's (so "velcade" or "BORTEZOMIB" → `Bortezomib`).
+    Invalid JSON, a schema violation or an unknown drug / cell line gets one repair round (the located problems
+    sent back as the tool's result); after that, or when the endpoint fails, the dictionary parser reads the
+    question and the record says why. Never raises for model output or transport errors.
+
+    The request goes through the `openai` SDK directly, not `LLMClient.complete`, because that method returns
+    text only (no `tool_calls`); retries are the SDK's own (few, short: a user is waiting), and each round is
+    accounted as an `LLMCall` in the record.
+    """
+
+    def __init__(
+        self,
+        dictionary: QuestionParser,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 20.0,
+        max_retries: int = 1,
+        max_repairs: int = 1,
+        seed: int | None = None,
+        max_drugs: int = 200,
+        max_cell_lines: int = 100,
+    ) -> None:
+        if timeout <= 0 or max_retries < 0 or max_repairs < 0 or max_drugs < 1 or max_cell_lines < 1:
+            raise InputError(
+                f"LLM question parser: timeout > 0, max_retries ≥ 0, max_repairs ≥ 0, max_drugs and max_cell_lines "
+                f"≥ 1 (got {timeout}, {max_retries}, {max_repairs}, {max_drugs}, {max_cell_lines})"
+            )
+        self.dictionary = dictionary
+        self.base_url = base_url
+        self.model = model
+        self._api_key = api_key or "not-needed"  # local servers ignore it; the SDK insists on one
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_repairs = max_repairs
+        self.seed = seed
+        self.max_drugs = max_drugs
+        self.max_cell_lines = max_cell_lines
+        self.prompt: Prompt = load_prompt("parse_question")
+        self.repair_prompt: Prompt = load_prompt("parse_question_repair")
+        self._vocabulary: dict[str, str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dictionary: QuestionParser, **kw: Any) -> LLMQuestionParser:
+        """From the LLM endpoint of `settings`; the timeout and retries are capped for an interactive parse."""
+        if not settings.llm_configured:
+            raise InputError(
+                "the LLM question parser needs an endpoint: set MECHCELL_LLM_BASE_URL and MECHCELL_LLM_MODEL"
+            )
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else None
+        kw.setdefault("timeout", min(settings.llm_timeout, 20.0))
+        kw.setdefault("max_retries", min(settings.llm_max_retries, 1))
+        kw.setdefault("seed", settings.seed)
+        return cls(dictionary, base_url=str(settings.llm_base_url), model=str(settings.llm_model), api_key=key, **kw)
+
+    @property
+    def prompt_ref(self) -> str:
+        return f"{self.prompt.ref},{self.repair_prompt.ref}"
+
+    # ------------------------------------------------------------------ what the model is shown
+    def vocabulary(self) -> dict[str, str]:
+        """The candidate names as prompt text: `drugs` (each with its stored doses) and `cell_lines` (bounded)."""
+        if self._vocabulary is None:
+            doses: dict[str, set[tuple[float, str]]] = {}
+            contexts: dict[str, str | None] = {}
+            for c in self.dictionary.conditions:
+                d = doses.setdefault(c.perturbation, set())
+                if c.dose is not None:
+                    d.add((c.dose, c.dose_unit or "uM"))
+                if c.context:
+                    contexts.setdefault(c.context, c.context_name)
+            lines = []
+            for drug in sorted(doses, key=str.casefold)[: self.max_drugs]:
+                ds = sorted(doses[drug], key=lambda x: _in_unit(x[0], x[1], "uM"))
+                lines.append(f"- {drug}: " + (", ".join(f"{v:g} {u}" for v, u in ds) or "no dose recorded"))
+            if len(doses) > self.max_drugs:
+                lines.append(f"- … and {len(doses) - self.max_drugs} more drugs (name them as the user does)")
+            cells = []
+            for ctx in sorted(contexts)[: self.max_cell_lines]:
+                name = contexts[ctx]
+                if not name:
+                    r = self.dictionary.kb.resolve_cell_line(ctx)
+                    name = r.id if r.status == "resolved" and r.id != ctx else None
+                cells.append(f"- {ctx}" + (f" — {name}" if name else ""))
+            if len(contexts) > self.max_cell_lines:
+                cells.append(f"- … and {len(contexts) - self.max_cell_lines} more cell lines")
+            self._vocabulary = {
+                "drugs": "\n".join(lines) or "(no condition is stored: any drug of the knowledge base may be named)",
+                "cell_lines": "\n".join(cells) or "(none stored)",
+            }
+        return self._vocabulary
+
+    def messages(self, question: str, conversation: str = "") -> list[dict[str, Any]]:
+        return self.prompt.messages(
+            **self.vocabulary(),
+            conversation=conversation or "No condition has been discussed yet in this conversation.",
+            question=question,
+        )
+
+    # ------------------------------------------------------------------ reading the model's answer
+    def link(self, args: SelectCondition) -> tuple[ParsedQuestion, list[str], list[str]]:
+        """The validated arguments with names linked through the store and the KB → (parsed, problems, notes).
+
+        An unknown drug or cell line is a problem (worth a repair: it decides the condition); an unknown gene is
+        only a note (the KB may simply not hold it, and the rest of the question still stands).
+        """
+        d = self.dictionary
+        problems: list[str] = []
+        notes: list[str] = []
+        drug = None
+        if args.drug:
+            drug = d.link_drug(args.drug)
+            if drug is None:
+                sugg = d.kb.resolve_drug(args.drug).suggestions
+                stored = sorted({c.perturbation for c in d.conditions}, key=str.casefold)
+                problems.append(
+                    f"argument 'drug': {args.drug!r} is neither a stored drug nor a drug of the knowledge base"
+                    + (f" (did you mean {', '.join(map(str, sugg[:3]))}?)" if sugg else "")
+                    + (f"; stored drugs: {', '.join(stored[:20])}" if stored else "")
+                )
+        cell, contexts = None, []
+        if args.cell_line:
+            cell, contexts = d.link_cell_line(args.cell_line)
+            if cell is None:
+                problems.append(f"argument 'cell_line': {args.cell_line!r} is not a known cell line name or id")
+        genes: list[str] = []
+        for g in args.genes:
+            r = d.kb.resolve_gene(g)
+            if r.status == "resolved" and r.entity_type == "gene" and r.id:
+                if r.id not in genes:
+                    genes.append(r.id)
+            else:
+                notes.append(f"gene {g!r} is not in the knowledge base; not looked up")
+        if args.intent == "dose" and args.dose is None and args.direction is None:
+            problems.append("argument 'intent': 'dose' needs dose + dose_unit or direction ('lower'/'higher')")
+        parsed = ParsedQuestion(
+            intent=args.intent,
+            drug=drug,
+            cell_line=cell,
+            contexts=contexts,
+            dose=args.dose,
+            dose_unit=args.dose_unit,
+            direction=args.direction,
+            node=args.node,
+            genes=genes,
+        )
+        return parsed, problems, notes
+
+    def read(self, message: Any) -> tuple[ParsedQuestion | None, list[str], list[str], str]:
+        """An SDK `ChatCompletionMessage` → (parsed or None, located problems, notes, the raw arguments/text)."""
+        if message is None:
+            return None, ["whole answer: the response held no choices"], [], ""
+        calls = list(getattr(message, "tool_calls", None) or [])
+        if calls:
+            fn = next((c.function for c in calls if getattr(c.function, "name", None) == TOOL_NAME), None)
+            if fn is None:
+                names = ", ".join(repr(getattr(c.function, "name", "?")) for c in calls)
+                return None, [f"whole answer: called {names}; call {TOOL_NAME!r}"], [], ""
+            raw = fn.arguments or ""
+        else:
+            # no tool call: a server without function calling may still have written the JSON object as text
+            raw = (message.content or "").strip()
+            if not raw.startswith("{"):
+                return None, [f"whole answer: no {TOOL_NAME} call, got text {raw[:80]!r}"], [], raw
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            near = raw[max(0, exc.pos - 20) : exc.pos + 20]
+            return (
+                None,
+                [f"arguments line {exc.lineno} column {exc.colno}: invalid JSON, {exc.msg} (near {near!r})"],
+                [],
+                raw,
+            )
+        if not isinstance(obj, dict):
+            return None, [f"arguments: expected a JSON object, got {type(obj).__name__}"], [], raw
+        try:
+            args = SelectCondition.model_validate(obj)
+        except ValidationError as exc:
+            problems = []
+            for e in exc.errors()[:8]:
+                loc = ".".join(str(x) for x in e["loc"])
+                msg = str(e["msg"]).removeprefix("Value error, ")
+                got = f" (got {e['input']!r:.60})" if e["type"] != "missing" and loc else ""
+                problems.append(f"argument {loc!r}: {msg}{got}" if loc else f"arguments: {msg}")
+            return None, problems, [], raw
+        parsed, problems, notes = self.link(args)
+        return parsed, problems, notes, raw
+
+    # ------------------------------------------------------------------ the request
+    async def _call(self, client: Any, messages: list[dict[str, Any]]) -> tuple[Any, LLMCall]:
+        started, t0 = datetime.now(UTC), time.perf_counter()
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "tools": [select_condition_tool()],
+            "tool_choice": {"type": "function", "function": {"name": TOOL_NAME}},
+            "temperature": 0,
+        }
+        if self.seed is not None:
+            params["seed"] = self.seed
+        raw = await client.chat.completions.with_raw_response.create(**params)
+        completion = raw.parse()
+        choices = getattr(completion, "choices", None) or []
+        usage = getattr(completion, "usage", None)
+        call = LLMCall(
+            model=self.model,
+            endpoint=self.base_url,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            latency_s=time.perf_counter() - t0,
+            attempts=1 + int(getattr(raw, "retries_taken", 0) or 0),
+            status=raw.status_code,
+            finish_reason=choices[0].finish_reason if choices else None,
+            request_id=raw.headers.get("x-request-id"),
+            started_at=started,
+        )
+        return (choices[0].message if choices else None), call
+
+    def _repair(self, message: Any, problems: list[str]) -> list[dict[str, Any]]:
+        """The follow-up messages of a repair: the model's call echoed, the problems as that call's tool result."""
+        text = self.repair_prompt.render(problems="\n".join(f"- {p}" for p in problems))
+        calls = list(getattr(message, "tool_calls", None) or []) if message is not None else []
+        if calls:
+            c = calls[0]
+            echo = {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": c.function.arguments},
+            }
+            return [
+                {"role": "assistant", "content": message.content, "tool_calls": [echo]},
+                {"role": "tool", "tool_call_id": c.id, "content": text},
+            ]
+        content = (getattr(message, "content", None) or "") if message is not None else ""
+        return [{"role": "assistant", "content": content}, {"role": "user", "content": text}]
+
+    async def aparse(self, question: str, conversation: str = "") -> tuple[ParsedQuestion, ParseRecord]:
+        """Read `question` (with the conversation's state as text) → (parsed question, how it was read)."""
+        import openai
+
+        t0 = time.perf_counter()
+        base = self.messages(question, conversation)
+        convo = list(base)
+        rounds: list[ParseRound] = []
+        failure: str | None = None
+
+        def record(parser: ParserName, notes: list[str]) -> ParseRecord:
+            return ParseRecord(
+                parser=parser,
+                prompt=self.prompt_ref,
+                model=self.model,
+                endpoint=self.base_url,
+                rounds=rounds,
+                failure=failure,
+                notes=notes,
+                seconds=time.perf_counter() - t0,
+            )
+
+        try:
+            async with openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                http_client=openai.DefaultAsyncHttpxClient(verify=_ssl_context()),
+            ) as client:
+                for rnd in range(self.max_repairs + 1):
+                    message, call = await self._call(client, convo)
+                    parsed, problems, notes, raw = self.read(message)
+                    rounds.append(ParseRound(round=rnd, arguments=raw[:2000], problems=problems, call=call))
+                    if parsed is not None and not problems:
+                        return parsed, record("llm", notes)
+                    convo = [*base, *self._repair(message, problems)]
+            failure = f"{len(problems)} problem(s) left after {self.max_repairs} repair round(s): {problems[0]}"
+        except openai.APIError as exc:
+            failure = f"the LLM endpoint {self.base_url} failed: {type(exc).__name__}: {exc}"[:400]
+        except Exception as exc:  # noqa: BLE001 — a question must always be answered; the record keeps the cause
+            log.warning("LLM question parse failed; falling back to the dictionary", exc_info=True)
+            failure = f"the LLM parse failed: {type(exc).__name__}: {exc}"[:400]
+        parsed = await asyncio.to_thread(self.dictionary.parse, question)
+        return parsed, record("llm→dictionary", [])
+
+
+_SSL: list[Any] = []
+_SSL_LOCK = threading.Lock()
+
+
+def _ssl_context() -> Any:
+    """One SSL context for every parse (httpx's default, honouring SSL_CERT_FILE/DIR): building it is ~17 ms,
+    most of what a fresh client per question would otherwise cost; the client itself is per call, since the
+    sync `ask` runs each question in a new event loop."""
+    import httpx
+
+    with _SSL_LOCK:
+        if not _SSL:
+            _SSL.append(httpx.create_ssl_context())
+        return _SSL[0]
+
+
 def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]", "", s.casefold())
 
@@ -257,10 +689,22 @@ class ChatSession:
         checkpoint_path: str | Path | None = None,
         proposer: str | None = None,
         config: PipelineConfig | None = None,
+        parser: ParserMode = "auto",
     ) -> None:
         from mechcell.config import Settings
 
         self.settings = settings or Settings()
+        if parser not in ("auto", "llm", "dictionary"):
+            raise InputError(f"chat parser {parser!r}: expected auto, llm or dictionary")
+        if parser == "llm" and not self.settings.llm_configured:
+            raise InputError(
+                "chat parser 'llm' needs an LLM endpoint: set MECHCELL_LLM_BASE_URL and MECHCELL_LLM_MODEL "
+                "(or use parser 'auto' / 'dictionary')"
+            )
+        #: how questions are read: "llm" (tool call, dictionary fallback) or "dictionary"; auto = llm when configured
+        self.parser_mode: Literal["llm", "dictionary"] = (
+            "llm" if parser == "llm" or (parser == "auto" and self.settings.llm_configured) else "dictionary"
+        )
         store_path = Path(store) if store is not None else Path(self.settings.store_path)
         have = store_path.is_file()
         cfg = config or PipelineConfig.from_settings(self.settings)
@@ -276,6 +720,7 @@ class ChatSession:
         self.store_path = store_path
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else store_path.with_suffix(".chat.sqlite")
         self._parser: QuestionParser | None = None
+        self._llm_parser: LLMQuestionParser | None = None
         self._lock = threading.Lock()
         self._memory: dict[str, Trace] = {}  # traces made without a store, for this session's follow-ups
 
@@ -309,9 +754,50 @@ class ChatSession:
 
     @property
     def parser(self) -> QuestionParser:
+        """The dictionary parser (also the LLM parser's fallback)."""
         if self._parser is None:
             self._parser = QuestionParser(self.kb, self.conditions())
         return self._parser
+
+    @property
+    def llm_parser(self) -> LLMQuestionParser | None:
+        """The tool-call parser when `parser_mode` is "llm", else None."""
+        if self.parser_mode != "llm":
+            return None
+        if self._llm_parser is None:
+            self._llm_parser = LLMQuestionParser.from_settings(self.settings, self.parser)
+        return self._llm_parser
+
+    def remembered(self, trace_id: str) -> Trace | None:
+        """A trace this session made without a (writable) store, by id; None otherwise (no store read)."""
+        with self._lock:
+            return self._memory.get(trace_id)
+
+    def trace(self, trace_id: str) -> Trace | None:
+        """A trace by id: one this session remembers, else the store's (None when neither has it)."""
+        return self._trace(trace_id)
+
+    def conversation(self, condition_key: str | None, trace_id: str | None, questions: list[str]) -> str:
+        """The state of a thread as the LLM parser is shown it: the current condition, its graph's steps (so
+        "the binding step" can become a node id) and the last questions."""
+        lines: list[str] = []
+        if condition_key:
+            c = Condition.from_key(condition_key)
+            dose = f"{c.dose:g} {c.dose_unit or ''}".strip() if c.dose is not None else "no dose"
+            lines.append(
+                f"Current condition: {condition_key} (drug {c.perturbation}, dose {dose}, cell line "
+                f"{c.context_name or c.context or 'unknown'})."
+            )
+            trace = self._trace(trace_id)
+            if trace is not None and trace.final_graph is not None:
+                steps = [n.id for n in trace.final_graph.nodes if n.primitive != "set_context"]
+                lines.append("Steps of its verified graph:")
+                lines += [f"- {_node_line(trace, nid)}" for nid in steps[:25]]
+        else:
+            lines.append("No condition has been discussed yet in this conversation.")
+        if questions:
+            lines.append("Earlier questions: " + " | ".join(q[:200] for q in questions[-3:]))
+        return "\n".join(lines)
 
     def _stored_trace(self, key: str) -> Trace | None:
         tr = self.pipeline.traces
@@ -416,9 +902,30 @@ class ChatSession:
         from langgraph.config import get_stream_writer
 
         q = state.get("question", "")
-        p = await asyncio.to_thread(self.parser.parse, q)
-        get_stream_writer()({"kind": "parsed", **p.model_dump(mode="json")})
-        return {"parsed": p.model_dump(mode="json"), "notes": [], "messages": [{"role": "user", "content": q}]}
+        notes: list[str] = []
+        llm = await asyncio.to_thread(lambda: self.llm_parser)
+        if llm is None:
+            t0 = time.perf_counter()
+            p = await asyncio.to_thread(self.parser.parse, q)
+            record = ParseRecord(parser="dictionary", seconds=time.perf_counter() - t0)
+        else:
+            asked = [m["content"] for m in state.get("messages", []) if m.get("role") == "user"]
+            convo = await asyncio.to_thread(self.conversation, state.get("condition_key"), state.get("trace_id"), asked)
+            p, record = await llm.aparse(q, convo)
+            notes += record.notes
+            if record.failure is not None:
+                notes.append(
+                    f"Read by the dictionary parser: the LLM's reading could not be used ({record.failure[:240]})"
+                )
+        get_stream_writer()(
+            {"kind": "parsed", **p.model_dump(mode="json"), "parser": record.parser, "prompt": record.prompt}
+        )
+        return {
+            "parsed": p.model_dump(mode="json"),
+            "parse": record.model_dump(mode="json"),
+            "notes": notes,
+            "messages": [{"role": "user", "content": q}],
+        }
 
     def _route(self, state: _ChatState, config: RunnableConfig) -> str:
         intent = state.get("parsed", {}).get("intent")
@@ -429,7 +936,8 @@ class ChatSession:
 
         write = get_stream_writer()
         p = ParsedQuestion(**state["parsed"])
-        cond, notes = await asyncio.to_thread(self._choose, p, state.get("condition_key"))
+        cond, chosen_notes = await asyncio.to_thread(self._choose, p, state.get("condition_key"))
+        notes = [*state.get("notes", []), *chosen_notes]  # keep the parse's notes (e.g. a fallback) in the answer
         if cond is None:
             return {"notes": notes}
         stored = await asyncio.to_thread(self._stored_trace, cond.key)
@@ -567,6 +1075,8 @@ class ChatSession:
             citations=[Citation(**c) for c in final.get("citations", [])],
             notes=list(final.get("notes", [])),
             seconds=time.perf_counter() - t0,
+            parser=(final.get("parse") or {}).get("parser", "dictionary"),
+            parse=ParseRecord(**final["parse"]) if final.get("parse") else None,
         )
         yield ChatEvent(type="answer", thread_id=thread_id, turn=turn)
 

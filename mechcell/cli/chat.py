@@ -2,7 +2,8 @@
 
 Interactive by default (rich rendering, progress while the pipeline runs); `-q QUESTION` (repeatable) asks and
 exits, and with `--json` prints the turns as one JSON document. Threads persist (SQLite) beside the store, so
-`--thread NAME` resumes a conversation.
+`--thread NAME` resumes a conversation. With an LLM endpoint configured, questions are read by a tool call
+(`--parser dictionary` keeps the offline dictionary parser); each turn records which parser read it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ def _render(turn: Any) -> None:
     from rich.panel import Panel
 
     title = turn.condition_key or turn.intent
-    sub = f"trace {turn.trace_id}" if turn.trace_id else None
+    parts = [
+        f"trace {turn.trace_id}" if turn.trace_id else "",
+        f"read by {turn.parser}" if turn.parser != "dictionary" else "",
+    ]
+    sub = " · ".join(x for x in parts if x) or None
     # a wrapping console (the shared one does not wrap, for logs): answers are prose
     Console(highlight=False).print(Panel(Markdown(turn.answer), title=title, subtitle=sub, expand=True))
 
@@ -40,6 +45,14 @@ def chat_cmd(
         Path | None, typer.Option("--threads", help="SQLite file of the threads (default: beside the store)")
     ] = None,
     proposer: Annotated[str | None, typer.Option("--proposer", help="local | llm | ... (default: automatic)")] = None,
+    parser: Annotated[
+        str,
+        typer.Option(
+            "--parser",
+            help="how questions are read: llm (a tool call; the dictionary when it fails), dictionary, or auto "
+            "(llm when an LLM endpoint is configured)",
+        ),
+    ] = "auto",
     cells: Annotated[bool, typer.Option("--cells/--no-cells", help="cell-level tests in new runs")] = True,
     history: Annotated[bool, typer.Option("--history", help="print the thread so far and exit")] = False,
     json_out: JsonOpt = False,
@@ -58,6 +71,7 @@ def chat_cmd(
         checkpoint_path=threads,
         proposer=proposer,
         config=config,
+        parser=parser,  # type: ignore[arg-type]  # checked by ChatSession (a clear InputError)
     ) as session:
         if history:
             msgs = session.history(thread)

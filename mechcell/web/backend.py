@@ -145,11 +145,7 @@ class WebBackend:
 
     def _with_store(self, fn: Callable[[Any], T], default: T) -> T:
         """Run `fn(store)` under the session's store lock (one DuckDB connection for the whole server)."""
-        pipe = self.session.pipeline
-        if pipe.store is None:
-            return default
-        with pipe._lock:  # the pipeline's connection lock: no public accessor yet
-            return fn(pipe.store)
+        return self.session.with_store(fn, default)
 
     # ------------------------------------------------------------------ reads
     def health(self) -> dict[str, Any]:
@@ -203,7 +199,7 @@ class WebBackend:
     def trace(self, trace_id: str) -> Trace:
         check_trace_id(trace_id)
         s = self.session
-        found = s._memory.get(trace_id)  # traces a store-less session made (no public accessor yet)
+        found = s.remembered(trace_id)  # traces a store-less session made
         if found is not None:
             return found
         if trace_id in self._traces:

@@ -3,8 +3,8 @@
 It speaks the chat-completions wire format (JSON, and server-sent events for `stream=true`, with the usage chunk
 when `stream_options.include_usage` is set), so the real `openai` SDK talks to it exactly as to vLLM or OpenAI.
 Behaviour is scripted per test: a queue of `Reply`s (text, an HTTP error with headers such as Retry-After, a
-delay, a non-JSON body), then a default reply; every request is logged with its arrival time, and the server
-counts requests in flight and their maximum (to check a client's concurrency bound).
+delay, a non-JSON body, a function call), then a default reply; every request is logged with its arrival time,
+and the server counts requests in flight and their maximum (to check a client's concurrency bound).
 
 Usage: `with OpenAIServer() as srv: srv.script(Reply(text="hi")); LLMClient(base_url=srv.base_url, ...)`.
 """
@@ -35,7 +35,10 @@ class Reply:
     pass before anything is sent (a slow model, or a timeout for a client with a shorter one); `raw_body`
     sends that text as-is with `content_type` (garbage on the wire); `chunk_chars` sets the size of the streamed
     deltas, and `error_after_chunks` ends a stream with an error event after that many deltas (as vLLM does when
-    generation fails mid-way).
+    generation fails mid-way). `tool_calls` (a list of `(name, arguments)`; arguments a dict, sent as its JSON
+    text, or a str sent as-is so tests can send malformed JSON) answers with the function-calling wire format:
+    `message.tool_calls=[{id, type: "function", function: {name, arguments}}]`, content null, finish_reason
+    "tool_calls" (non-streaming only).
     """
 
     text: str = "ok"
@@ -47,6 +50,12 @@ class Reply:
     content_type: str = "application/json"
     chunk_chars: int = 8
     error_after_chunks: int | None = None
+    tool_calls: list[tuple[str, dict[str, Any] | str]] | None = None
+
+    @classmethod
+    def tool_call(cls, name: str, arguments: dict[str, Any] | str, **kw: Any) -> Reply:
+        """One function call, as a model forced by `tool_choice` sends it."""
+        return cls(tool_calls=[(name, arguments)], finish_reason="tool_calls", text="", **kw)
 
     @classmethod
     def rate_limited(cls, retry_after: str | None = "1", **kw: Any) -> Reply:
@@ -170,6 +179,9 @@ class OpenAIServer:
                     }
                     return JSONResponse(error, status_code=reply.status, headers=reply.headers)
                 if body.get("stream"):
+                    if reply.tool_calls:  # a scripting mistake: say so rather than stream something half-right
+                        msg = {"error": {"message": "the test server streams text only, not tool calls"}}
+                        return JSONResponse(msg, status_code=400)
                     streaming = True
                     return StreamingResponse(
                         self._events(body, reply, generation), media_type="text/event-stream", headers=reply.headers
@@ -183,6 +195,15 @@ class OpenAIServer:
 
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         p, c = prompt_tokens(body), _tokens(reply.text)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        if reply.tool_calls:
+            calls = []
+            for name, args in reply.tool_calls:
+                text = args if isinstance(args, str) else json.dumps(args)
+                c += _tokens(text)
+                fn = {"name": name, "arguments": text}
+                calls.append({"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": fn})
+            message = {"role": "assistant", "content": reply.text or None, "tool_calls": calls}
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
@@ -191,7 +212,7 @@ class OpenAIServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text},
+                    "message": message,
                     "finish_reason": reply.finish_reason,
                     "logprobs": None,
                 }

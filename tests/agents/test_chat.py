@@ -71,6 +71,7 @@ def test_a_conversation_with_follow_ups(world: SmallWorld, tmp_path: Path) -> No
     with _session(world, tmp_path) as s:
         t1 = s.ask(q, "t1", on_event=events.append)
         assert t1.intent == "explain" and t1.condition_key == key and t1.trace_id and not t1.reused
+        assert t1.parser == "dictionary" and t1.parse is not None and not t1.parse.rounds  # offline: no LLM
         assert key in t1.answer and gene in t1.answer and "Verified graph" in t1.answer
         assert t1.citations and {c.verifier for c in t1.citations} >= {"knowledge", "expression"}
         assert any(e.type == "pipeline" for e in events) and events[-1].type == "answer"
@@ -152,6 +153,9 @@ def test_cli_chat_one_shot_json(world: SmallWorld, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert [t["intent"] for t in doc["turns"]] == ["explain", "why"] and doc["turns"][0]["condition_key"] == key
+    assert doc["turns"][0]["parser"] == "dictionary"
+    r = CliRunner().invoke(app, [*args, "--parser", "llm", "-q", q])  # no endpoint configured: a clear error
+    assert r.exit_code != 0 and "MECHCELL_LLM_BASE_URL" in r.output
     r = CliRunner().invoke(app, [*args, "--history", "--json"])
     assert r.exit_code == 0 and len(json.loads(r.stdout)["messages"]) == 4
     r = CliRunner().invoke(app, [*args, "-q", "what would falsify this?"])
