@@ -3,7 +3,10 @@
 `mechcell train predictor` cross-validates the expression predictors against the baselines (split by drug or by
 cell line), prints the table, then fits every model on all conditions and writes the checkpoint
 (`predictor.json` + `weights.npz`) and a training report (`report.md`, `cv.json`) to --out.
-A thin door over `mechcell.models.predictors`.
+`mechcell train policy` trains the graph-building proposer policy (behaviour cloning on the store's accepted
+traces, then f-TB against the verifier panel) with a progress bar, and writes the checkpoint (`policy.json` +
+`weights.pt`) and the training report (`report.md`, `report.json`) to --out.
+Thin doors over `mechcell.models.predictors` and `mechcell.models.train_policy`.
 """
 
 from __future__ import annotations
@@ -211,3 +214,89 @@ def predictor_cmd(
             cv_notes(result),
         )
     out_console.print(f"checkpoint: {out}" + (f"  report: {report}" if report else ""), highlight=False)
+
+
+@app.command("policy")
+@friendly_errors
+def policy_cmd(
+    store: StoreOpt = None,
+    kb: KbOpt = None,
+    truth: TruthOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="directory for the checkpoint and the training report")] = Path(
+        "policy"
+    ),
+    alpha: Annotated[float, typer.Option("--alpha", help="f-TB α (0.5 Hellinger, 1 = TB, 2 Pearson)")] = 0.5,
+    anneal_to: Annotated[float | None, typer.Option("--anneal-to", help="anneal α linearly to this value")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="f-TB steps")] = 60,
+    bc_steps: Annotated[int, typer.Option("--bc-steps", min=0, help="behaviour-cloning steps")] = 150,
+    beta: Annotated[float, typer.Option("--beta", min=1e-6, help="log R = reward / beta")] = 0.1,
+    normaliser: Annotated[str, typer.Option("--normaliser", help="devgrad | learned (conditional log Z)")] = "devgrad",
+    holdout: Annotated[
+        float, typer.Option("--holdout", min=0.0, max=0.9, help="share of drugs held out for the evaluation")
+    ] = 0.0,
+    seed: SeedOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train the proposer policy: behaviour cloning on accepted traces, then f-TB against the verifier panel."""
+    from mechcell.errors import InputError
+    from mechcell.models.policy import PolicyConfig
+    from mechcell.models.train_policy import PolicyTrainConfig, eval_table, train_policy
+
+    if normaliser not in ("devgrad", "learned"):
+        raise InputError(f"--normaliser {normaliser!r}: choose devgrad or learned")
+    settings = _settings(store, kb, seed)
+    config = PolicyTrainConfig(
+        seed=settings.seed,
+        policy=PolicyConfig(seed=settings.seed),
+        alpha=alpha,
+        anneal_to=anneal_to,
+        steps=steps,
+        bc_steps=bc_steps,
+        beta=beta,
+        normaliser=normaliser,  # type: ignore[arg-type]
+    )
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks = {
+            "bc": bar.add_task("behaviour cloning", total=max(bc_steps, 1), info=""),
+            "ftb": bar.add_task(f"f-TB (α={alpha})", total=max(steps, 1), info=""),
+        }
+
+        def on_progress(phase: str, step: int, total: int, rec: dict[str, float]) -> None:
+            info = f"log P {rec['mean_log_pf']:.2f}" if phase == "bc" else f"reward {rec['reward']:.3f}"
+            bar.update(tasks[phase], completed=step, info=info)
+
+        result = train_policy(
+            settings.store_path,
+            out=out,
+            kb=settings.kb_path,
+            config=config,
+            truth=truth,
+            holdout=holdout,
+            on_progress=on_progress,
+        )
+    if json_out:
+        emit_json(result.model_dump(mode="json"))
+        return
+    out_console.print(Path(result.report_md).read_text(), highlight=False, markup=False)
+    if result.evaluations:
+        from rich.table import Table
+
+        rows = eval_table(result.evaluations)
+        tab = Table(title="held-out conditions", title_justify="left")
+        for h in rows[0]:
+            tab.add_column(h)
+        for r in rows[1:]:
+            tab.add_row(*r)
+        out_console.print(tab)
+    out_console.print(f"checkpoint: {result.checkpoint}  report: {result.report_md}", highlight=False)

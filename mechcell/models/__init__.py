@@ -25,10 +25,25 @@ _FTB = (
     "tempered_alpha",
 )
 
-__all__ = list(_FTB)
+_POLICY = (
+    "PolicyConfig",
+    "PolicyEnv",
+    "PolicyModel",
+    "PolicyProposer",
+    "load_policy",
+    "policy_proposer",
+    "save_policy",
+)
+_TRAIN_POLICY = ("PolicyTrainConfig", "train_policy")
+
+__all__ = [*_FTB, *_POLICY, *_TRAIN_POLICY]
 
 
 def __getattr__(name: str) -> Any:
     if name in _FTB:
         return getattr(importlib.import_module("mechcell.models.ftb"), name)
+    if name in _POLICY:
+        return getattr(importlib.import_module("mechcell.models.policy"), name)
+    if name in _TRAIN_POLICY:
+        return getattr(importlib.import_module("mechcell.models.train_policy"), name)
     raise AttributeError(f"module 'mechcell.models' has no attribute {name!r}")

@@ -1,0 +1,284 @@
+"""The proposer policy on real components: a small synthetic world (real h5ad, real DuckDB store, real signatures),
+the starter KB, traces written by the local proposer through the real pipeline, the real verifier panel.
+
+These are tests of a learner and its environment, not of a statistic: the unit of exchange is the condition, and
+each learning test compares the same fixed trajectories before and after training with a fixed seed (no
+tolerance that depends on chance beyond that seed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mechcell.agents.pipeline import Pipeline, PipelineConfig
+from mechcell.agents.proposers import Feedback, LocalProposer, Proposer, make_proposer, propose_sync
+from mechcell.datasets.readers import open_dataset
+from mechcell.datasets.signatures import compute_signatures
+from mechcell.datasets.store import Store
+from mechcell.datasets.synthetic import SyntheticWorldConfig, Truth, generate_world, load_truth
+from mechcell.datasets.traces import TraceStore
+from mechcell.errors import InputError
+from mechcell.graphs import parse_text
+from mechcell.knowledge import KnowledgeBase, load_kb
+from mechcell.models.ftb import ftb_loss
+from mechcell.models.policy import PolicyConfig, PolicyModel, PolicyProposer, load_policy, save_policy
+from mechcell.models.train_policy import (
+    ConditionItem,
+    PolicyTrainConfig,
+    RewardCache,
+    demonstrations,
+    load_conditions,
+    train_bc,
+    train_policy,
+)
+from mechcell.verifiers.panel import run_panel
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+WORLD = SyntheticWorldConfig(
+    seed=3, n_drugs=4, n_cell_lines=1, doses=[0.5, 5.0], n_genes=400, cells_per_condition=150, frac_inactive=0.5
+)
+FAST = PipelineConfig(n_candidates=3, max_rounds=1, use_cells=False)
+
+
+class World:
+    def __init__(self, root: Path, truth: Truth, store: Path) -> None:
+        self.root, self.truth, self.store = root, truth, store
+
+    def strongest(self) -> str:
+        act = [c for c in self.truth.conditions.values() if c.active]
+        return max(act, key=lambda c: (c.effect_scale, len(c.up) + len(c.down), c.key)).key
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return load_kb(None)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, kb: KnowledgeBase) -> World:
+    """The world, its signatures and the local proposer's traces of every condition, in one real store."""
+    root = tmp_path_factory.mktemp("policy")
+    generate_world(WORLD, root / "world", layout="h5ad")
+    store = root / "store.duckdb"
+    with Store(store) as st:
+        ds = open_dataset(root / "world" / "world.h5ad")
+        did = st.register(ds)
+        assert not compute_signatures(ds, None, store=st, dataset_id=did).failed
+    truth = load_truth(root / "world")
+    with Pipeline(kb=kb, store=store, proposer="local", config=FAST) as pipe:
+        pipe.run_many(sorted(truth.conditions))
+    return World(root, truth, store)
+
+
+@pytest.fixture(scope="module")
+def items(world: World, kb: KnowledgeBase) -> list[ConditionItem]:
+    return load_conditions(world.store, kb, PolicyConfig())
+
+
+def _item(items: list[ConditionItem], key: str) -> ConditionItem:
+    return next(it for it in items if it.key == key)
+
+
+# ------------------------------------------------------------------------------------------ environment
+
+
+def test_canonical_order_round_trip_and_validity(items: list[ConditionItem]) -> None:
+    """graph → canonical trajectory → the same actions and the same graph hash, for every graph a (random)
+    policy samples; every sampled graph is structurally valid (the panel's structural verifier is clean)."""
+    model = PolicyModel(PolicyConfig(seed=1))
+    gen = torch.Generator().manual_seed(0)
+    n_graphs = 0
+    for it in items:
+        for i in range(15):
+            tr = model.sample(it.env, generator=gen, epsilon=0.3)
+            g = it.env.graph(tr.actions)
+            back, exact = it.env.trajectory_of(g)
+            assert back.actions == tr.actions and exact
+            if g is None:
+                continue
+            n_graphs += 1
+            rebuilt = it.env.graph(back.actions)
+            assert rebuilt is not None and rebuilt.content_hash() == g.content_hash()
+            assert g.is_valid(), g.problems()
+            if i < 3:
+                rep = run_panel(g, condition=it.condition, kb=it.ctx.kb, signature=it.signature)
+                assert not rep.structural
+    assert n_graphs > 30
+
+
+def test_local_graphs_project_onto_the_action_space(world: World, items: list[ConditionItem]) -> None:
+    """The local proposer's first candidates are chains with data-supported genes: they rebuild exactly."""
+    it = _item(items, world.strongest())
+    props = propose_sync(LocalProposer(), it.ctx, k=3)
+    assert props
+    exact = [it.env.trajectory_of(p.graph, project=True)[1] for p in props]
+    assert any(exact), "no local candidate rebuilt exactly"
+
+
+def test_abstention_and_bad_trajectory(items: list[ConditionItem]) -> None:
+    it = items[0]
+    assert it.env.graph(()) is None
+    with pytest.raises(InputError, match="not valid"):
+        it.env.records(type(it.env.trajectory_of(None)[0])(it.key, (10_000,)))
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_bc_raises_the_log_prob_of_demonstrations(world: World, items: list[ConditionItem]) -> None:
+    with TraceStore(world.store, read_only=True) as ts:
+        demos, stats = demonstrations(ts, items)
+    assert stats.n_demos >= 4 and stats.n_exact >= 1 and stats.n_abstain >= 1
+    model = PolicyModel(PolicyConfig(seed=0))
+    pairs = [(it.env, tr) for it, tr in demos]
+    with torch.no_grad():
+        before = model.log_pf(pairs).numpy()
+    curve = train_bc(model, demos, PolicyTrainConfig(bc_steps=40, bc_batch=8))
+    with torch.no_grad():
+        after = model.log_pf(pairs).numpy()
+    assert len(curve) == 40
+    assert after.mean() > before.mean() + 1.0
+    assert np.all(after > before)
+
+
+def test_ftb_step_moves_probability_towards_high_reward(
+    world: World, items: list[ConditionItem], kb: KnowledgeBase
+) -> None:
+    """One condition, a fixed set of distinct graphs with their panel rewards: f-TB steps (α = ½, DevGrad, the
+    same batch) widen log q(best) − log q(worst) towards the target gap (r_best − r_worst)/β."""
+    it = _item(items, world.strongest())
+    model = PolicyModel(PolicyConfig(seed=2))
+    gen = torch.Generator().manual_seed(1)
+    trajs = list({model.sample(it.env, generator=gen).actions: None for _ in range(60)})
+    trajs = [t for t in trajs if t]
+    cache = RewardCache(kb, PolicyTrainConfig().panel, 0.5)
+    from mechcell.models.policy import Trajectory
+
+    batch = [Trajectory(it.key, a) for a in trajs]
+    r = np.array([cache(it, t)[0] for t in batch])
+    assert r.max() - r.min() > 0.1, r
+    hi, lo = int(np.argmax(r)), int(np.argmin(r))
+    beta = 0.1
+    log_r = torch.tensor(r / beta)
+    pairs = [(it.env, t) for t in batch]
+
+    def gap() -> float:
+        with torch.no_grad():
+            lp = model.log_pf(pairs)
+        return float(lp[hi] - lp[lo])
+
+    before = gap()
+    assert before < (r[hi] - r[lo]) / beta  # the untrained policy is far from the target ratio
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(5):
+        loss = ftb_loss(model.log_pf(pairs) - log_r, alpha=0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert gap() > before + 0.5
+
+
+# ------------------------------------------------------------------------------------------ checkpoints, CLI
+
+
+def test_train_policy_checkpoint_round_trip(world: World, items: list[ConditionItem], tmp_path: Path) -> None:
+    cfg = PolicyTrainConfig(bc_steps=20, steps=3, conditions_per_step=2, samples_per_condition=4)
+    res = train_policy(
+        world.store, out=tmp_path / "ck", config=cfg, truth=world.root / "world" / "truth.json", holdout=0.25, eval_k=4
+    )
+    assert len(res.bc_curve) == 20 and len(res.ftb_curve) == 3 and res.panel_calls > 0
+    assert [e.name for e in res.evaluations] == ["policy (BC)", "policy (BC + f-TB)", "local"]
+    report = json.loads(Path(res.report_json).read_text())
+    assert report["config"]["alpha"] == 0.5 and "## f-TB" in Path(res.report_md).read_text()
+    model, ck = load_policy(tmp_path / "ck")
+    assert ck.training["bc_steps"] == 20 and ck.policy == cfg.policy and ck.weights_sha256
+    # identical outputs after reload: log-probs and proposals
+    again = copy.deepcopy(model)
+    save_policy(tmp_path / "ck2", again)
+    reloaded, _ = load_policy(tmp_path / "ck2" / "policy.json")
+    pairs = [(it.env, reloaded.sample(it.env, generator=torch.Generator().manual_seed(5))) for it in items]
+    with torch.no_grad():
+        assert torch.equal(model.log_pf(pairs), reloaded.log_pf(pairs))
+    p1 = propose_sync(PolicyProposer(model), items[0].ctx, k=3)
+    p2 = propose_sync(PolicyProposer(reloaded), items[0].ctx, k=3)
+    assert [p.text for p in p1] == [p.text for p in p2]
+
+
+def test_bad_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="policy.json"):
+        load_policy(tmp_path)
+    (tmp_path / "policy.json").write_text("{not json")
+    (tmp_path / "weights.pt").write_bytes(b"")
+    with pytest.raises(InputError, match="not a valid policy config"):
+        load_policy(tmp_path)
+
+
+def test_cli_train_policy_json(world: World, tmp_path: Path) -> None:
+    from mechcell.cli import app
+
+    store = tmp_path / "store.duckdb"
+    shutil.copy(world.store, store)
+    out = tmp_path / "pol"
+    r = CliRunner().invoke(
+        app,
+        ["train", "policy", "--store", str(store), "--out", str(out), "--steps", "2", "--bc-steps", "5", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    assert doc["checkpoint"] == str(out) and len(doc["ftb_curve"]) == 2 and (out / "weights.pt").is_file()
+    bad = CliRunner().invoke(app, ["train", "policy", "--store", str(tmp_path / "none.duckdb"), "--out", str(out)])
+    assert bad.exit_code == 2 and "no such file" in bad.output
+
+
+# ------------------------------------------------------------------------------------------ the proposer
+
+
+def test_policy_proposer_contract_and_pipeline(
+    world: World, items: list[ConditionItem], kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    # an untrained policy that may not abstain (an untrained one's most probable move is often to stop at once)
+    ck = save_policy(tmp_path / "ck", PolicyModel(PolicyConfig(seed=4, allow_abstain=False)))
+    prop = make_proposer("mechcell.models.policy:policy_proposer", checkpoint=str(ck))
+    assert isinstance(prop, Proposer) and prop.name == "policy"
+    it = _item(items, world.strongest())
+    for p in [prop, make_proposer("mechcell.models.policy:policy_proposer", checkpoint=str(ck), temperature=1.0)]:
+        out = propose_sync(p, it.ctx, k=3)
+        assert 1 <= len(out) <= 3
+        hashes = {q.graph.content_hash() for q in out if q.graph is not None}
+        assert len(hashes) == len(out)  # distinct
+        for q in out:
+            back = parse_text(q.text).graph
+            assert q.ok and back is not None and back.content_hash() == q.graph.content_hash()
+            assert q.graph.is_valid()
+        assert [q.text for q in propose_sync(p, it.ctx, k=3)] == [q.text for q in out]  # deterministic per seed
+    # feedback: a contradicted binding removes that target's chains from the next proposals
+    first = propose_sync(prop, it.ctx, k=1)[0]
+    rep = run_panel(first.graph, condition=it.condition, kb=kb, signature=it.signature)
+    bound = next(n.target for n in first.graph.nodes if n.primitive == "binds_to")
+    bind_id = next(n.id for n in first.graph.nodes if n.primitive == "binds_to")
+    claims = [c.model_copy(update={"status": "contradicted"}) if c.node_id == bind_id else c for c in rep.claims]
+    fb = Feedback(round=1, previous=first, report=rep.model_copy(update={"claims": claims}))
+    revised = asyncio.run(prop.propose(it.ctx, fb, k=3))
+    for q in revised:
+        assert all(
+            n.target != bound for n in q.graph.nodes if n.primitive in ("binds_to", "modulates_molecule_activity")
+        )
+        assert q.graph.content_hash() != first.graph.content_hash()
+    # inside the real pipeline
+    store = tmp_path / "store.duckdb"
+    shutil.copy(world.store, store)
+    with Pipeline(kb=kb, store=store, proposer=prop, config=FAST) as pipe:
+        trace = pipe.run(it.key, reuse=False)
+    assert trace.provenance.proposer == "policy" and trace.attempts
+    assert all(a.proposer == "policy" for a in trace.attempts)
+    assert trace.final_graph is None or trace.final_graph.is_valid()
