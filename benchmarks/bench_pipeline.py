@@ -114,6 +114,9 @@ def main() -> None:
         print("  " + line.replace("**", ""))
 
     # ---------------------------------------------------------------- 3. LLM concurrency
+    if args.llm_conditions <= 0:
+        store.close()
+        return
     llm_keys = [k for k in sorted(truth.conditions) if truth.condition(k).active and k in set(keys)]
     llm_keys = llm_keys[: args.llm_conditions]
     graphs = {k: truth.condition(k).graph or "" for k in llm_keys}

@@ -4,6 +4,8 @@ Claims scored (all on one world, signatures by the datasets code vs plate-matche
 - true claims: every claim of each active condition's planted graph; goal ≥ 90 % of the checkable ones supported;
 - decoy claims: for each decoy edge (a KB target annotation the world does not act on), the binding and the target
   activity a proposer would assert, plus its downstream expression claims; goal ≥ 95 % not supported;
+- sub-threshold claims: an active drug's planted graph (its weakest active dose in the line) claimed at the line's
+  conditions whose effect scale is below the world's `min_active_effect` (the truth counts them inactive);
 - null claims: per active condition a random TF's activity and a random list of 5 measured genes (not planted, not
   cell-cycle genes, which a drug-induced arrest moves) under a random TF, random directions; goal false support ≤ 5 %.
 Throughput: graphs verified per second for a 10-node graph with the full KB (../shared/kb, when present), printed
@@ -33,6 +35,7 @@ from mechcell.graphs.primitives import BindsTo, ModulatesMoleculeActivity, Regul
 from mechcell.knowledge import load_kb
 from mechcell.verifiers import PanelSettings
 from mechcell.verifiers.api import CellCache
+from mechcell.verifiers.doses import dose_series
 from mechcell.verifiers.panel import run_panel
 
 DIR = {1: "up", -1: "down"}
@@ -50,6 +53,8 @@ def main() -> None:
     ap.add_argument("--kb", type=str, default=None, help="KB for the world and the panel (default: starter)")
     ap.add_argument("--full-kb", type=str, default=str(Path(__file__).resolve().parents[2] / "shared" / "kb"))
     ap.add_argument("--no-cells", action="store_true")
+    ap.add_argument("--no-dose-pooling", action="store_true", help="judge each dose on its own data (baseline)")
+    ap.add_argument("--own-level", type=float, default=None, help="PanelSettings.dose_own_level (default: its default)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="bench_verifiers_"))
@@ -68,7 +73,10 @@ def main() -> None:
         f"({len(truth.active_keys())} active), {len(truth.decoys)} decoy edges, {truth.n_cells} cells; "
         f"signatures {len(rep.keys)} in {time.perf_counter() - t0:.1f} s"
     )
-    settings = PanelSettings(seed=args.seed, n_permutations=500)
+    settings = PanelSettings(seed=args.seed, n_permutations=500, dose_pooling=not args.no_dose_pooling)
+    if args.own_level is not None:
+        settings = settings.model_copy(update={"dose_own_level": args.own_level})
+    print(f"dose pooling: {'off' if args.no_dose_pooling else 'on'}")
     tally: dict[str, Counter] = {
         "true": Counter(),
         "true, effect ≥ 0.5": Counter(),
@@ -76,7 +84,15 @@ def main() -> None:
         "decoy": Counter(),
         "decoy-downstream": Counter(),
         "null": Counter(),
+        "sub-threshold": Counter(),
     }
+    # the planted graph of an active drug's active dose, per line: claimed at the line's conditions the world
+    # counts inactive (effect scale below min_active_effect) it must not be supported — dose pooling must not
+    # assert a mechanism where this dose barely acts
+    active_graph: dict[tuple[str, str], str] = {}
+    for _k2, c2 in sorted(truth.conditions.items(), key=lambda kv: kv[1].effect_scale):
+        if c2.active and c2.graph:
+            active_graph[(c2.drug, c2.context)] = c2.graph
     excluded = set(S_GENES) | set(G2M_GENES)
     tfs = sorted(kb.regulon_tfs())
     t_panel, n_panel = 0.0, 0
@@ -87,19 +103,27 @@ def main() -> None:
         cond = found.condition
         sig = store.signature(key)
         measured = [g for g in sig.genes if g not in excluded]
+        doses = None if args.no_dose_pooling else dose_series(store, cond, dataset_id=dataset_id, method=sig.method)
 
-        def panel(g: ActionGraph, cond=cond, sig=sig):
+        def panel(g: ActionGraph, cond=cond, sig=sig, doses=doses):
             nonlocal t_panel, n_panel
             cells = (
                 None if args.no_cells else CellCache(store, dataset_id, cond, [x for c in g.claims() for x in c.genes])
             )
             t = time.perf_counter()
-            r = run_panel(g, condition=cond, kb=kb, signature=sig, cells=cells, settings=settings)
+            r = run_panel(g, condition=cond, kb=kb, signature=sig, cells=cells, settings=settings, doses=doses)
             t_panel += time.perf_counter() - t
             n_panel += 1
             last_report[0] = r
             return {c.claim_id: c.status for c in r.claims}
 
+        if not ct.active and ct.targets and (ct.drug, ct.context) in active_graph:
+            from mechcell.graphs import parse_text
+
+            sub = parse_text(active_graph[(ct.drug, ct.context)]).graph
+            if sub is not None:
+                for status in panel(sub).values():
+                    tally["sub-threshold"][status] += 1
         if ct.active and ct.graph:
             g = truth.graph(key)
             for status in panel(g).values():
@@ -183,6 +207,8 @@ def main() -> None:
     for line in supported_decoys[:12]:
         print(f"  supported decoy: {line}")
     print(f"null claims falsely supported:   {nu['supported'] / max(sum(nu.values()), 1):.3f} (goal ≤ 0.05)")
+    sb = tally["sub-threshold"]
+    print(f"sub-threshold claims supported:  {sb['supported'] / max(sum(sb.values()), 1):.3f} (effect scale < min)")
     print(
         f"panel: {n_panel} graphs in {t_panel:.1f} s ({n_panel / max(t_panel, 1e-9):.1f} graphs/s, "
         f"{'without' if args.no_cells else 'with'} cell-level tests, world KB)"

@@ -182,6 +182,7 @@ class _Run:
         self.retrieved: RetrievedContext | None = None
         self.pctx: ProposalContext | None = None
         self.cells: Any = None
+        self.doses: Any = None  # DoseSeries: the drug's other doses in this line (dose pooling)
 
 
 class Pipeline:
@@ -379,11 +380,19 @@ class Pipeline:
         return node
 
     async def _retrieve(self, state: _State, run: _Run, emit: Callable) -> dict:
-        def work() -> RetrievedContext:
-            with self._lock:
-                return self.retriever.context(run.condition, run.signature, budget=run.config.context_budget)
+        def work() -> tuple[RetrievedContext, Any]:
+            from mechcell.verifiers.doses import dose_series
 
-        ctx = await asyncio.to_thread(work)
+            with self._lock:
+                ctx = self.retriever.context(run.condition, run.signature, budget=run.config.context_budget)
+                doses = None
+                if self.store is not None and run.signature is not None and run.config.panel.dose_pooling:
+                    doses = dose_series(
+                        self.store, run.condition, dataset_id=run.dataset_id, method=run.signature.method
+                    )
+                return ctx, doses
+
+        ctx, run.doses = await asyncio.to_thread(work)
         run.retrieved = ctx
         run.pctx = ProposalContext(
             condition=run.condition,
@@ -392,6 +401,7 @@ class Pipeline:
             signature=run.signature,
             seed=run.config.seed,
             alpha=run.config.panel.alpha,
+            doses=run.doses,
         )
         emit(
             "note",
@@ -446,6 +456,7 @@ class Pipeline:
                     signature=run.signature,
                     cells=cells,
                     settings=run.config.panel,
+                    doses=run.doses,
                 )
                 for r in report.claims:
                     emit("verdict", candidate=cand, claim_id=r.claim_id, kind=r.kind, status=r.status)

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
 
 from mechcell.errors import InputError
 from mechcell.graphs import ActionGraph, Edge, main_entity
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from mechcell.config import Settings
     from mechcell.datasets.schemas import Condition, Signature
     from mechcell.knowledge import KnowledgeBase, RetrievedContext
+    from mechcell.verifiers.doses import DoseSeries
     from mechcell.verifiers.types import VerificationReport
 
 __all__ = [
@@ -98,6 +101,7 @@ class ProposalContext:
     signature: Signature | None = None
     seed: int = 0
     alpha: float = 0.05
+    doses: DoseSeries | None = None  # the drug's other doses in this line (verifiers.doses.dose_series), optional
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -247,48 +251,147 @@ class _Chain:
 
 class _SignatureView:
     """The signature as the local proposer reads it: for a set of predicted gene directions, which genes moved
-    that way — the test the expression verifier will apply to the graph's gene claims."""
+    that way — the test the expression verifier will apply to the graph's gene claims.
 
-    def __init__(self, signature: Signature, alpha: float) -> None:
+    With sibling doses (`doses`) it reads them the way the verifier's dose pooling does: a gene counts when the
+    weighted Stouffer combination of its one-sided scores over the drug's doses in this line (weights = dose rank)
+    passes BH, its log2FC at this dose has the predicted sign, and at some dose it reaches that dose's floor."""
+
+    def __init__(
+        self, signature: Signature, alpha: float, doses: DoseSeries | None = None, own_level: float = 0.1
+    ) -> None:
+        self.alpha = alpha
+        self.own_level = own_level
+        self.floor, self.lfc, self.p = self._read(signature)
+        own_z = np.sign(np.fromiter(self.lfc.values(), np.float64)) * stats.norm.isf(
+            np.fromiter(self.p.values(), np.float64) / 2
+        )
+        med = float(np.median(own_z)) if own_z.size else 0.0
+        # the spread of this dose's signed z over all genes: the scale of a competitive list test
+        self.z_sd = max(1.0, float(1.4826 * np.median(np.abs(own_z - med)))) if own_z.size else 1.0
+        self.pooled: dict[str, float] | None = None  # gene → dose-pooled Stouffer z (signed by log2FC)
+        self.best: dict[str, tuple[float, float]] = {}  # gene → (max, min) of log2FC / floor over the doses
+        self.ranked: pd.Series | None = None  # gene → dose-pooled rank-normal score (the retriever's scale)
+        if doses is not None and doses.siblings:
+            from mechcell.knowledge.enrich import signature_z
+
+            w_own, ws = doses.weights()
+            rz = [(w_own, signature)] + list(zip(ws, (s.signature for s in doses.siblings), strict=True))
+            frame = pd.concat(
+                {
+                    i: signature_z(list(sg.genes), sg.stat if sg.stat is not None else sg.log2fc)
+                    for i, (_, sg) in enumerate(rz)
+                },
+                axis=1,
+            )
+            wv = np.array([w for w, _ in rz], dtype=np.float64)
+            present = frame.notna().to_numpy()
+            num = frame.fillna(0.0).to_numpy() @ wv
+            den = np.sqrt(present.astype(np.float64) @ (wv * wv))
+            self.ranked = pd.Series(num / np.where(den > 0, den, 1.0), index=frame.index)
+            reads = [(w_own, self.floor, self.lfc, self.p)]
+            reads += [(w, *self._read(s.signature)) for w, s in zip(ws, doses.siblings, strict=True)]
+            genes = list(self.lfc)
+            zs = np.full((len(reads), len(genes)), np.nan)
+            rs = np.full((len(reads), len(genes)), np.nan)
+            for k, (_, fl, lfc, pv) in enumerate(reads):
+                p_row = np.array([pv.get(g, np.nan) for g in genes], dtype=np.float64)
+                l_row = np.array([lfc.get(g, np.nan) for g in genes], dtype=np.float64)
+                zs[k] = np.sign(l_row) * stats.norm.isf(p_row / 2)
+                rs[k] = l_row / fl if fl > 0 else np.where(np.isfinite(l_row), 0.0, np.nan)
+            wv = np.array([w for w, *_ in reads], dtype=np.float64)
+            present = np.isfinite(zs)
+            pooled = (np.where(present, zs, 0.0).T @ wv) / np.sqrt(present.T.astype(np.float64) @ (wv * wv))
+            hi = np.nanmax(rs, axis=0)
+            lo = np.nanmin(rs, axis=0)
+            self.pooled = dict(zip(genes, pooled.tolist(), strict=True))
+            self.best = {g: (float(a), float(b)) for g, a, b in zip(genes, hi, lo, strict=True)}
+
+    @staticmethod
+    def _read(signature: Signature) -> tuple[float, dict[str, float], dict[str, float]]:
         frame = signature.to_frame()
         frame = frame[~frame.index.duplicated(keep="first")]
         lfc = frame["log2fc"].to_numpy(np.float64)
         p = frame["pvalue"].to_numpy(np.float64)
         ok = np.isfinite(lfc) & np.isfinite(p)
         med = float(np.median(lfc[ok])) if ok.any() else 0.0
-        # The effect floor the expression verifier applies: one robust SD of all log2 fold changes.
-        self.floor = float(1.4826 * np.median(np.abs(lfc[ok] - med))) if ok.any() else 0.0
-        self.alpha = alpha
-        self.lfc = {str(g): float(x) for g, x, good in zip(frame.index, lfc, ok, strict=True) if good}
-        self.p = {
-            str(g): float(min(max(x, 1e-300), 1.0)) for g, x, good in zip(frame.index, p, ok, strict=True) if good
-        }
+        # The effect floor: one robust SD of all log2 fold changes (twice the verifier's, to leave a margin).
+        floor = float(1.4826 * np.median(np.abs(lfc[ok] - med))) if ok.any() else 0.0
+        lfcs = {str(g): float(x) for g, x, good in zip(frame.index, lfc, ok, strict=True) if good}
+        ps = {str(g): float(min(max(x, 1e-300), 1.0)) for g, x, good in zip(frame.index, p, ok, strict=True) if good}
+        return floor, lfcs, ps
+
+    def _one_sided(self, g: str, d: int) -> float:
+        if self.pooled is not None:
+            return float(_sf(d * self.pooled[g]))
+        return self.p[g] / 2 if np.sign(self.lfc[g]) == d else 1 - self.p[g] / 2
+
+    def _material(self, g: str, d: int) -> bool:
+        if self.pooled is not None:
+            hi, lo = self.best[g]
+            return (hi if d > 0 else -lo) >= 1.0
+        return abs(self.lfc[g]) >= self.floor
 
     def supported(self, predicted: dict[str, int]) -> tuple[list[str], list[str], float]:
         """(up genes, down genes) that moved as predicted, and the share of measured predicted genes that did.
 
-        A gene counts when its one-sided p for the predicted direction passes Benjamini–Hochberg at `alpha`
-        across this set of predictions (the hypotheses a graph built on them would state) and its |log2FC| is
-        at least the floor.
+        A gene counts when its one-sided p for the predicted direction (dose-pooled when sibling doses are
+        known) passes Benjamini–Hochberg at `alpha` across this set of predictions (the hypotheses a graph built
+        on them would state), its log2FC here has the predicted sign, and it is at least the floor (at some dose).
         """
         from mechcell.causal_stats.evalues import bh_adjust
 
         measured = sorted(g for g in predicted if g in self.lfc)
         if not measured:
             return [], [], 0.0
-        one_sided = np.array(
-            [self.p[g] / 2 if np.sign(self.lfc[g]) == predicted[g] else 1 - self.p[g] / 2 for g in measured]
-        )
+        one_sided = np.array([self._one_sided(g, predicted[g]) for g in measured])
         q = bh_adjust(one_sided)
-        hits = [
-            g
-            for g, qi in zip(measured, q, strict=True)
-            if qi < self.alpha and abs(self.lfc[g]) >= self.floor and np.sign(self.lfc[g]) == predicted[g]
-        ]
-        hits.sort(key=lambda g: (self.p[g], -abs(self.lfc[g]), g))
+        passed = [g for g, qi in zip(measured, q, strict=True) if qi < self.alpha and self._material(g, predicted[g])]
+        if self.pooled is not None and passed and not self._own_dose_moves(passed, predicted):
+            # the line responds along the dose series but this dose barely moves these genes; the gate reads
+            # every gene the series supports, before any is chosen by its sign here (no cherry-picking)
+            passed = []
+        hits = [g for g in passed if np.sign(self.lfc[g]) == predicted[g]]
+        rank = self.pooled
+        hits.sort(key=lambda g: (-abs(rank[g]) if rank is not None else self.p[g], -abs(self.lfc[g]), g))
         up = [g for g in hits if predicted[g] > 0]
         down = [g for g in hits if predicted[g] < 0]
         return up, down, len(hits) / len(measured)
+
+    def _own_dose_moves(self, hits: list[str], predicted: dict[str, int]) -> bool:
+        """This dose's own evidence for the hits: per direction, the mean signed z of the genes against the spread
+        of this dose's z (a normal approximation of the verifier's competitive list test; a lone gene's own
+        one-sided p) at level `own_level` — the verifier's `dose_own_level` gate, a little stricter."""
+        for d in (1, -1):
+            genes = [g for g in hits if predicted[g] == d]
+            if not genes:
+                continue
+            if len(genes) == 1:
+                ok = self.p[genes[0]] / 2 < self.own_level
+            else:
+                z = np.array([d * math.copysign(float(stats.norm.isf(self.p[g] / 2)), self.lfc[g]) for g in genes])
+                ok = float(stats.norm.sf(z.mean() * math.sqrt(len(z)) / self.z_sd)) < self.own_level
+            if not ok:
+                return False
+        return True
+
+    def agreement(self, predicted: dict[str, float]) -> float | None:
+        """Dose-pooled enrichment of a weighted prediction: Σ w z / sqrt(Σ w²) over the measured genes, z the
+        weighted Stouffer combination of each dose's rank-normal scores (the retriever's `score_signature` scale,
+        ≈ N(0, 1) when nothing moves at any dose); None without sibling doses."""
+        if self.ranked is None:
+            return None
+        rk = self.ranked
+        pairs = [(w, float(rk[g])) for g, w in predicted.items() if w and g in rk.index]
+        if len(pairs) < 3:
+            return None
+        w = np.array([a for a, _ in pairs])
+        z = np.array([b for _, b in pairs])
+        return float(w @ z / np.sqrt(w @ w))
+
+
+def _sf(x: float) -> float:
+    return float(stats.norm.sf(x))
 
 
 class _Builder:
@@ -401,11 +504,20 @@ class LocalProposer:
         }
 
     # ------------------------------------------------------------------ chains
+    @staticmethod
+    def _view(ctx: ProposalContext) -> _SignatureView | None:
+        """The signature view of a context (dose-pooled when it carries sibling doses), built once per context."""
+        if ctx.signature is None:
+            return None
+        if "local_view" not in ctx._memo:
+            ctx._memo["local_view"] = _SignatureView(ctx.signature, ctx.alpha, ctx.doses)
+        return ctx._memo["local_view"]
+
     def chains(self, ctx: ProposalContext, exclude: frozenset[str] = frozenset()) -> list[_Chain]:
         """Every retrieved path as a chain with its data-supported genes, best first (one per end and route)."""
         r = ctx.retrieved
         kb = ctx.kb
-        sv = _SignatureView(ctx.signature, ctx.alpha) if ctx.signature is not None else None
+        sv = self._view(ctx)
         action = {t.gene: t.sign for t in r.targets}
         agreement = {(a.kind, a.name): a.agreement for a in [*r.tfs, *r.pathways]}
         out: dict[tuple[str, ...], _Chain] = {}
@@ -577,7 +689,8 @@ class LocalProposer:
         chains = self.chains(ctx, exclude)
         engaged: set[str] = set()
         if with_data:
-            sv = _SignatureView(ctx.signature, ctx.alpha)  # type: ignore[arg-type]
+            sv = self._view(ctx)
+            assert sv is not None
             verdict = {t.gene: self.engaged(ctx, sv, t.gene, t.sign) for t in ctx.retrieved.targets}
             engaged = {t for t, v in verdict.items() if v}
             chains = [c for c in chains if verdict.get(c.target) is not False]

@@ -33,4 +33,8 @@ def __getattr__(name: str):  # lazy: the panel pulls in causal_stats and the KB 
         from mechcell.verifiers.panel import run_panel
 
         return run_panel
+    if name in ("DoseSeries", "dose_series"):
+        from mechcell.verifiers import doses
+
+        return getattr(doses, name)
     raise AttributeError(name)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from mechcell.errors import NotFoundError
 from mechcell.graphs import ActionGraph, parse_text
 from mechcell.verifiers.base import PanelSettings
+from mechcell.verifiers.doses import DoseSeries, dose_series
 from mechcell.verifiers.panel import run_panel, verify_text
 from mechcell.verifiers.structural import problem_feedback
 from mechcell.verifiers.types import VerificationReport
@@ -130,6 +131,7 @@ def verify(
         signature = None
         cells = None
         reference = None
+        doses = None
         if condition is not None:
             key = condition if isinstance(condition, str) else condition.key
             if st is not None:
@@ -139,6 +141,8 @@ def verify(
                     signature = st.signature(key, method)
                 except NotFoundError:
                     signature = None
+                if signature is not None and settings.dose_pooling:
+                    doses = dose_series(st, cond, dataset_id=found.dataset_id, method=signature.method)
                 if use_cells:
                     genes = [g for c in graph.claims() for g in c.genes]
                     cells = CellCache(st, found.dataset_id, cond, genes)
@@ -154,10 +158,11 @@ def verify(
             settings=settings,
             structural_extra=parsed_issues,
             reference=reference,
+            doses=doses,
         )
     finally:
         if own and st is not None:
             st.close()
 
 
-__all__ = ["CellCache", "verify", "verify_text"]
+__all__ = ["CellCache", "DoseSeries", "dose_series", "verify", "verify_text"]

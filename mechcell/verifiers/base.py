@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mechcell.datasets.cells import CellData
     from mechcell.datasets.schemas import Condition, Signature
     from mechcell.knowledge import KnowledgeBase
+    from mechcell.verifiers.doses import DoseSeries
     from mechcell.verifiers.types import Verdict
 
 
@@ -39,6 +40,18 @@ class PanelSettings(BaseModel):
     )
     min_reward: float = Field(0.5, ge=0, le=1, description="accept only graphs with at least this reward")
     max_contradicted: int = Field(0, ge=0, description="accept only graphs with at most this many contradicted claims")
+    dose_pooling: bool = Field(
+        True,
+        description="judge a claim on a dose-response test over the drug's doses in this line plus sign "
+        "consistency at this dose (verifiers/doses.py), when sibling doses are given",
+    )
+    dose_own_level: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="with dose pooling, this dose's own one-sided test (the list's, the footprint's, or a lone "
+        "gene's) must go the claimed way at this lenient level: the dose must carry some of the effect",
+    )
     seed: int = 0
 
 
@@ -52,6 +65,7 @@ class VerificationContext:
     kb: KnowledgeBase | None = None
     signature: Signature | None = None
     cells: Callable[[Sequence[str]], CellData | None] | None = None
+    doses: DoseSeries | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
 

@@ -28,6 +28,7 @@ from mechcell.causal_stats import dr_kernel_test, p_to_e
 from mechcell.causal_stats.evalues import bh_adjust
 from mechcell.graphs import Claim
 from mechcell.verifiers.base import VerificationContext, register
+from mechcell.verifiers.doses import PooledView, pooled_view
 from mechcell.verifiers.knowledge import KnowledgeVerifier
 from mechcell.verifiers.types import Evidence, Status, Verdict
 
@@ -105,7 +106,13 @@ class ExpressionVerifier:
         rng = np.random.default_rng(ctx.settings.seed)
         sets = {c.node_id: self._set(c, sv, ctx, rng) for c in claims if c.kind == "expression_set"}
         gated = {n for n, v in sets.items() if v.status == "supported"}
-        out += self._genes(gene_claims, sv, ctx, gated)
+        # dose pooling: does this dose move each list (its own competitive test at level `dose_own_level`)?
+        own_ok = {
+            n: v.diagnostics["own_p"] < ctx.settings.dose_own_level and v.diagnostics["own_statistic"] > 0
+            for n, v in sets.items()
+            if "own_p" in v.diagnostics
+        }
+        out += self._genes(gene_claims, sv, ctx, gated, own_ok)
         out += list(sets.values())
         for c in claims:
             if c.kind == "phenotype":
@@ -152,7 +159,12 @@ class ExpressionVerifier:
 
     # ------------------------------------------------------------------ one gene
     def _genes(
-        self, claims: list[Claim], sv: SignatureView, ctx: VerificationContext, gated: set[str]
+        self,
+        claims: list[Claim],
+        sv: SignatureView,
+        ctx: VerificationContext,
+        gated: set[str],
+        own_ok: dict[str, bool] | None = None,
     ) -> list[Verdict]:
         """Per-gene tests. Genes of a list the data support as a whole (`gated` node ids) are tested at level α
         one by one (hierarchical testing: the list's rejection gates its members); the others need BH across
@@ -175,15 +187,31 @@ class ExpressionVerifier:
         else:
             q = np.minimum(1.0, bh_adjust(p1))
             q_opp = np.minimum(1.0, bh_adjust(p_opp))
-        e = p_to_e(p1)
+        pv = pooled_view(ctx)
+        if pv is not None:
+            zp = np.array([pv.z[i] * d for _, i, d in rows])
+            pp = stats.norm.sf(zp)
+            qp = pp if ctx.settings.multiplicity == "none" else np.minimum(1.0, bh_adjust(pp))
+        else:
+            zp = pp = qp = np.full(len(rows), np.nan)
+        e = p_to_e(p1 if pv is None else pp)
         null = (
             f"H0: {{gene}} does not move {{dir}} (one-sided test from the signature's {ctx.signature.method} "
             f"p-value; BH across the graph's {len(rows)} gene claims, or level α inside a list the data "
             "support as a whole)"
         )
-        for (c, i, d), pi, qi, qo, ei in zip(rows, p1, q, q_opp, e, strict=True):
+        if pv is not None:
+            null = (
+                f"H0: {{gene}} does not move {{dir}} at any dose of {ctx.signature.condition.perturbation} in this "
+                f"line (weighted Stouffer of the one-sided {ctx.signature.method} scores over {pv.n_doses} doses "
+                f"{pv.label}, weights = dose rank; doses on separate plates vs their own controls, so independent; "
+                f"BH across the graph's {len(rows)} gene claims, or level α inside a supported list), plus the "
+                "sign at this dose"
+            )
+        for (c, i, d), pi, qi, qo, ei, zpi, ppi, qpi in zip(rows, p1, q, q_opp, e, zp, pp, qp, strict=True):
             if c.node_id in gated:
                 qi = min(qi, pi)  # second stage of the hierarchy: level α within a supported list
+                qpi = min(qpi, ppi)
             lfc = float(sv.lfc[i])
             big = abs(lfc) >= sv.floor
             gene = sv.genes[i]
@@ -195,27 +223,33 @@ class ExpressionVerifier:
                     f"(effect floor {sv.floor:.3f})",
                 )
             ]
-            common = dict(
-                statistic=lfc,
-                p_value=float(pi),
-                e_value=float(ei),
-                q_value=float(qi),
-                null=null.format(gene=gene, dir=c.direction),
-                evidence=ev,
-                diagnostics={"floor": sv.floor, "n_claims": len(rows)},
-            )
-            if qi < alpha and big:
-                score = float(min(1.0, abs(lfc) / (2 * sv.floor + 1e-12)))
-                out.append(
-                    self._v(
-                        c,
-                        "supported",
-                        f"{gene} goes {c.direction} (log2FC {lfc:+.2f}, q {qi:.2g})",
-                        score=max(score, 0.5),
-                        **common,
+            diag: dict[str, Any] = {"floor": sv.floor, "n_claims": len(rows)}
+            material = (False, 0.0, 0)
+            if pv is not None:
+                material = pv.material(i, d)
+                ev.append(
+                    Evidence(
+                        source="dose-pooled",
+                        record_id=f"{ctx.signature.condition.key}:{gene}",
+                        detail=f"dose-pooled: doses {pv.label}, per-dose log2FC "
+                        + " ".join(f"{x:+.2f}" if np.isfinite(x) else "na" for x in pv.LFC[:, i])
+                        + f" (this dose first), Stouffer Z {zpi:+.2f}, p {ppi:.3g}, q {qpi:.3g}",
                     )
                 )
-            elif qo < alpha and big:
+                diag.update(
+                    {"dose_pooled": True, "pooled_z": float(zpi), "pooled_p": float(ppi), "n_doses": pv.n_doses}
+                )
+            common = dict(
+                statistic=lfc if pv is None else float(zpi),
+                p_value=float(pi if pv is None else ppi),
+                e_value=float(ei),
+                q_value=float(qi if pv is None else qpi),
+                null=null.format(gene=gene, dir=c.direction),
+                evidence=ev,
+                diagnostics=diag,
+            )
+            score = max(float(min(1.0, abs(lfc) / (2 * sv.floor + 1e-12))), 0.5)
+            if qo < alpha and big:  # a contradiction at this dose wins, pooled or not
                 out.append(
                     self._v(
                         c,
@@ -224,9 +258,48 @@ class ExpressionVerifier:
                         **common,
                     )
                 )
-            else:
+            elif pv is None and qi < alpha and big:
+                out.append(
+                    self._v(
+                        c,
+                        "supported",
+                        f"{gene} goes {c.direction} (log2FC {lfc:+.2f}, q {qi:.2g})",
+                        score=score,
+                        **common,
+                    )
+                )
+            elif (
+                pv is not None
+                and qpi < alpha
+                and np.sign(lfc) == d
+                and material[0]
+                and (own_ok or {}).get(c.node_id, pi < ctx.settings.dose_own_level)
+            ):
+                out.append(
+                    self._v(
+                        c,
+                        "supported",
+                        f"{gene} goes {c.direction} here (log2FC {lfc:+.2f}) and along the dose series "
+                        f"(dose-pooled Z {zpi:+.2f}, q {qpi:.2g}; log2FC {material[1]:+.2f} at its strongest dose)",
+                        score=score,
+                        **common,
+                    )
+                )
+            elif pv is None:
                 why = "not significant" if qi >= alpha else f"|log2FC| below the floor {sv.floor:.2f}"
                 out.append(self._v(c, "inconclusive", f"{gene}: {why} (log2FC {lfc:+.2f}, q {qi:.2g})", **common))
+            else:
+                why = (
+                    f"not significant along the dose series (dose-pooled q {qpi:.2g})"
+                    if qpi >= alpha
+                    else f"goes the other way at this dose (log2FC {lfc:+.2f})"
+                    if np.sign(lfc) != d
+                    else "below the effect floor at every dose"
+                    if not material[0]
+                    else f"this dose barely moves {'its list' if c.node_id in (own_ok or {}) else 'it'} "
+                    f"(own p ≥ {ctx.settings.dose_own_level:g})"
+                )
+                out.append(self._v(c, "inconclusive", f"{gene}: {why} (log2FC {lfc:+.2f} here)", **common))
         return out
 
     # ------------------------------------------------------------------ gene list
@@ -256,6 +329,28 @@ class ExpressionVerifier:
             ],
             diagnostics={"n_measured": len(idx), "n_permutations": B},
         )
+        pv = pooled_view(ctx)
+        if pv is not None:
+            zc = pv.z * d
+            obs_p = float(np.mean(zc[idx]))
+            prng = np.random.default_rng([ctx.settings.seed, 7])
+            pp = _perm_p(obs_p, zc[prng.integers(0, zc.size, size=(B, len(idx)))].mean(axis=1))
+            return self._pooled(
+                c,
+                own=(obs, p, p_opp),
+                pooled=(obs_p, pp),
+                pv=pv,
+                what=f"the list (mean z {obs:+.2f} here)",
+                stat_name="mean pooled z",
+                null=f"H0 (competitive, dose-pooled): the {len(idx)} listed genes move {c.direction} no more than "
+                f"random sets of {len(idx)} genes, on the weighted Stouffer z over {pv.n_doses} doses {pv.label} "
+                f"(weights = dose rank; one gene draw across all doses; unit: genes; {B} permutations); plus the "
+                "sign at this dose",
+                common=common,
+                score=float(min(1.0, 0.5 + abs(obs_p) / 10)),
+                alpha=ctx.settings.alpha,
+                own_level=ctx.settings.dose_own_level,
+            )
         if p < ctx.settings.alpha:
             return self._v(
                 c,
@@ -267,6 +362,65 @@ class ExpressionVerifier:
         if p_opp < ctx.settings.alpha:
             return self._v(c, "contradicted", f"the list moves the other way (mean z {obs:+.2f})", **common)
         return self._v(c, "inconclusive", f"the list does not move as a whole (mean z {obs:+.2f}, p {p:.2g})", **common)
+
+    def _pooled(
+        self,
+        c: Claim,
+        *,
+        own: tuple[float, float, float],
+        pooled: tuple[float, float],
+        pv: PooledView,
+        what: str,
+        stat_name: str,
+        null: str,
+        common: dict[str, Any],
+        score: float,
+        alpha: float,
+        own_level: float,
+    ) -> Verdict:
+        """The dose-pooled decision for a list or footprint claim: contradicted when this dose's own test says the
+        other way; supported when the dose-response test rejects at α and this dose's own test goes the claimed way
+        at the lenient level `own_level` (the dose must carry some of the effect, not a coin-flip sign); else
+        inconclusive. The verdict carries both the own-dose and the dose-pooled evidence."""
+        obs, p, p_opp = own
+        obs_p, pp = pooled
+        evidence = [
+            *common["evidence"],
+            Evidence(
+                source="dose-pooled",
+                detail=f"dose-pooled: doses {pv.label}, {stat_name} {obs_p:+.2f}, p {pp:.3g}; this dose "
+                f"{obs:+.2f} (own p {p:.3g})",
+            ),
+        ]
+        kw = dict(common)
+        kw.update(
+            statistic=obs_p,
+            p_value=pp,
+            e_value=float(p_to_e(pp)),
+            null=null,
+            evidence=evidence,
+            diagnostics={**common["diagnostics"], "dose_pooled": True, "own_statistic": obs, "own_p": p},
+        )
+        if p_opp < alpha:
+            kw.update(statistic=obs, p_value=p, e_value=float(p_to_e(p)))
+            return self._v(c, "contradicted", f"{what}: goes the other way at this dose (own p {p_opp:.2g})", **kw)
+        if pp < alpha and obs > 0 and p < own_level:
+            return self._v(
+                c,
+                "supported",
+                f"{what}: moves {c.direction} along the dose series (dose-pooled {obs_p:+.2f}, p {pp:.2g}) "
+                "and the same way at this dose",
+                score=score,
+                **kw,
+            )
+        why = (
+            f"not significant along the dose series (p {pp:.2g})"
+            if pp >= alpha
+            else "other sign at this dose"
+            if obs <= 0
+            else f"this dose barely moves it (own p {p:.2g} ≥ {own_level:g})"
+        )
+        return self._v(c, "inconclusive", f"{what}: {why}", **kw)
 
     # ------------------------------------------------------------------ activity footprints
     def _weights(self, c: Claim, ctx: VerificationContext) -> tuple[dict[str, float], str] | None:
@@ -332,6 +486,29 @@ class ExpressionVerifier:
             evidence=[Evidence(source=f"footprint:{what}", detail=f"weighted score {obs:+.2f} over {idx.size} genes")],
             diagnostics={"n_genes": int(idx.size), "empirical_null_center": m0, "empirical_null_sd": s0},
         )
+        pv = pooled_view(ctx)
+        if pv is not None:
+            raw_p = float(pv.z[idx] @ w)
+            prng = np.random.default_rng([ctx.settings.seed, 11])
+            null_p = pv.z[prng.integers(0, pv.z.size, size=(B, idx.size))] @ w
+            m1, s1, n1 = _program_null(ctx, pv)
+            pp = max(_perm_p(d * raw_p, d * null_p), float(stats.norm.sf(d * (raw_p - m1) / s1)))
+            return self._pooled(
+                c,
+                own=(d * (raw - m0), p, p_opp),
+                pooled=(d * raw_p, pp),
+                pv=pv,
+                what=f"{what} ({c.object} activity {c.direction}; score {obs:+.2f} here)",
+                stat_name="pooled score",
+                null=f"H0 (dose-pooled): the {what} score on the weighted Stouffer z over {pv.n_doses} doses "
+                f"{pv.label} (weights = dose rank) is no larger than with random genes in its slots ({B} "
+                f"permutations, unit: genes; one gene draw across all doses) nor than the empirical null of {n1} "
+                f"KB programme scores on the pooled z (sd {s1:.2f}); plus the sign at this dose",
+                common=common,
+                score=float(min(1.0, 0.5 + abs(raw_p) / 10)),
+                alpha=ctx.settings.alpha,
+                own_level=ctx.settings.dose_own_level,
+            )
         if p < ctx.settings.alpha:
             return self._v(
                 c,
@@ -429,7 +606,7 @@ class ExpressionVerifier:
         )
 
 
-def _program_null(ctx: VerificationContext, sv: SignatureView) -> tuple[float, float, int]:
+def _program_null(ctx: VerificationContext, sv: SignatureView | PooledView) -> tuple[float, float, int]:
     """Centre and robust SD of the scores of every KB regulon and footprint (≥ 5 measured genes) on this
     signature — an empirical null (Efron) that carries the signature's gene–gene correlation. SD floored at 1
     (the independent-gene value); (0, 1, n) when fewer than 10 programmes are scorable."""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mechcell.datasets.cells import CellData
     from mechcell.datasets.schemas import Condition, Signature
     from mechcell.knowledge import KnowledgeBase
+    from mechcell.verifiers.doses import DoseSeries
 
 
 DATA_VERIFIERS = frozenset({"expression", "expression-dr"})
@@ -94,15 +95,19 @@ def run_panel(
     settings: PanelSettings | None = None,
     structural_extra: Sequence = (),
     reference: Callable | None = None,
+    doses: DoseSeries | None = None,
 ) -> VerificationReport:
-    """Verify a parsed graph with whatever context is available; deterministic for `settings.seed`."""
+    """Verify a parsed graph with whatever context is available; deterministic for `settings.seed`.
+
+    doses: the condition's sibling doses in the same cell line (`verifiers.doses.dose_series`); with
+    `settings.dose_pooling` the data tests become dose-response tests plus sign consistency at this dose."""
     t0 = time.perf_counter()
     settings = settings or PanelSettings()
     structural = [p for p in [*structural_extra, *graph.problems()] if p.severity == "error"]
     structural = list({(p.kind, p.node_id, p.message): p for p in structural}.values())
     claims = graph.claims()
     ctx = VerificationContext(
-        graph=graph, settings=settings, condition=condition, kb=kb, signature=signature, cells=cells
+        graph=graph, settings=settings, condition=condition, kb=kb, signature=signature, cells=cells, doses=doses
     )
     if reference is not None:
         ctx.cache["reference"] = reference  # observational effect sizes from other contexts (obs-exp verifier)

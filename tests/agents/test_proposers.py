@@ -392,3 +392,41 @@ def test_candidates_run_concurrently(openai_server: OpenAIServer, world: SmallWo
     props = asyncio.run(proposer.propose(context_for(world, kb, key), k=4))
     assert all(p.ok for p in props) and openai_server.max_in_flight == 4
     assert sorted(r.body.get("seed") for r in openai_server.requests) == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------ dose pooling
+
+
+def test_dose_series_lets_the_proposer_read_a_weaker_dose(world: SmallWorld, kb: KnowledgeBase) -> None:
+    """With the drug's other dose (verifiers.doses.dose_series) the proposer's gene lists can only grow on an
+    active condition, every proposed gene still has this dose's sign, and an inactive drug still gets nothing."""
+    from mechcell.verifiers.doses import dose_series
+
+    def with_doses(key: str) -> ProposalContext:
+        base = context_for(world, kb, key)
+        with Store(world.store, read_only=True) as st:
+            doses = dose_series(st, base.condition, dataset_id=world.dataset_id, method=base.signature.method)
+        assert doses is not None and doses.siblings, "the test world has two doses per drug"
+        return ProposalContext(
+            condition=base.condition, retrieved=base.retrieved, kb=kb, signature=base.signature, doses=doses
+        )
+
+    def genes(props: list[Proposal]) -> set[tuple[str, str]]:
+        return {
+            (g, n.direction)
+            for p in props
+            if p.graph
+            for n in p.graph.nodes
+            if n.primitive == "regulates_expression"
+            for g in n.gene_list
+        }
+
+    weakest = min((c for c in world.truth.conditions.values() if c.active), key=lambda c: c.effect_scale).key
+    lp = LocalProposer()
+    own, pooled = lp.candidates(context_for(world, kb, weakest)), lp.candidates(with_doses(weakest))
+    assert len(genes(pooled)) >= len(genes(own)) > 0 or (not own and pooled)
+    ctx = with_doses(weakest)
+    sig = ctx.signature.to_frame()
+    for g, d in genes(pooled):
+        assert (sig.loc[g, "log2fc"] > 0) == (d == "up"), (g, d)
+    assert lp.candidates(with_doses(world.inactive())) == []
