@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     n_permutations: int = Field(1000, ge=10)
     n_candidates: int = Field(3, ge=1, le=64)
     max_revise_rounds: int = Field(2, ge=0, le=20)
+    policy_checkpoint: Path | None = Field(
+        None, description="a `mechcell train policy` output directory: what `--proposer policy` loads"
+    )
     # Web door.
     api_token: SecretStr | None = None
 

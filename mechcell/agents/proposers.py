@@ -1044,3 +1044,19 @@ def _llm_one_step(*, settings: Settings | None = None, client: LLMClient | None 
     from mechcell.agents.llm import LLMClient
 
     return LLMProposer(client or LLMClient(settings), two_step=False, **kw)
+
+
+@register_proposer("policy")
+def _policy(*, settings: Settings | None = None, **kw: Any) -> Proposer:
+    """The trained graph-building policy (`mechcell train policy`; options: checkpoint=DIR, temperature=, seed=).
+    The checkpoint comes from the option or `Settings.policy_checkpoint` (MECHCELL_POLICY_CHECKPOINT); an untrained
+    policy is never served under this name. Imported lazily: torch loads only when this proposer is asked for."""
+    checkpoint = kw.pop("checkpoint", None) or (settings.policy_checkpoint if settings is not None else None)
+    if checkpoint is None:
+        raise InputError(
+            "proposer 'policy' needs a checkpoint: train one with `mechcell train policy --out DIR` and set "
+            "MECHCELL_POLICY_CHECKPOINT=DIR (or pass checkpoint=DIR)"
+        )
+    from mechcell.models.policy import policy_proposer
+
+    return policy_proposer(settings=settings, checkpoint=checkpoint, **kw)

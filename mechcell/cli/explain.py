@@ -28,7 +28,8 @@ ProposerOpt = Annotated[
     str | None,
     typer.Option(
         "--proposer",
-        help="local | llm | llm-one-step | a registered name | module:factory (default: llm when an endpoint "
+        help="local | llm | llm-one-step | policy (MECHCELL_POLICY_CHECKPOINT) | a registered name | module:factory "
+        "(default: llm when an endpoint "
         "is configured, else local)",
     ),
 ]

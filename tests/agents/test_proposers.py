@@ -430,3 +430,19 @@ def test_dose_series_lets_the_proposer_read_a_weaker_dose(world: SmallWorld, kb:
     for g, d in genes(pooled):
         assert (sig.loc[g, "log2fc"] > 0) == (d == "up"), (g, d)
     assert lp.candidates(with_doses(world.inactive())) == []
+
+
+def test_policy_is_registered_by_name_and_needs_a_checkpoint(tmp_path, monkeypatch) -> None:
+    """`--proposer policy` loads a trained checkpoint from the option or MECHCELL_POLICY_CHECKPOINT; without one it
+    is a clear InputError, never a silently untrained policy."""
+    from mechcell.config import Settings
+    from mechcell.models.policy import PolicyConfig, PolicyModel, PolicyProposer, save_policy
+
+    with pytest.raises(InputError, match="needs a checkpoint"):
+        make_proposer("policy", settings=Settings())
+    out = save_policy(tmp_path / "pol", PolicyModel(PolicyConfig(seed=3)))
+    monkeypatch.setenv("MECHCELL_POLICY_CHECKPOINT", str(out))
+    prop = make_proposer("policy", settings=Settings())
+    assert isinstance(prop, PolicyProposer) and "untrained" not in prop.provenance()["model"]
+    with pytest.raises(InputError, match="policy checkpoint"):
+        make_proposer("policy", settings=Settings(), checkpoint=tmp_path / "missing")
