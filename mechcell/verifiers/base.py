@@ -52,6 +52,12 @@ class PanelSettings(BaseModel):
         description="with dose pooling, this dose's own one-sided test (the list's, the footprint's, or a lone "
         "gene's) must go the claimed way at this lenient level: the dose must carry some of the effect",
     )
+    require_drug_effect: bool = Field(
+        True,
+        description="a binding or activity claim RNA cannot read out (no regulon or footprint downstream) rests on "
+        "the KB only if the drug moves some gene (BH q < alpha) at some measured dose in this line; otherwise it is "
+        "inconclusive — a KB record does not show the drug acting in this context",
+    )
     seed: int = 0
 
 

@@ -117,13 +117,25 @@ class ExpressionVerifier:
         for c in claims:
             if c.kind == "phenotype":
                 out.append(self._v(c, "uncheckable", f"expression data cannot measure the phenotype {c.object!r}"))
+        silent = _silent_drug(ctx) if ctx.settings.require_drug_effect else None
         for c in claims:
+            v = None
             if c.kind in ("molecule_activity", "pathway_activity"):
-                out.append(self._footprint(c, sv, ctx, rng))
+                v = self._footprint(c, sv, ctx, rng)
             elif c.kind == "binding":
                 v = self._binding_consequence(c, sv, ctx, rng)
-                if v is not None:
-                    out.append(v)
+            unread = v is None or (v.status == "uncheckable" and "no footprint or regulon" in v.reason)
+            if c.kind in ("molecule_activity", "pathway_activity", "binding") and silent is not None and unread:
+                v = self._v(
+                    c,
+                    "inconclusive",
+                    f"no readout of {c.object} in RNA, and the drug moves no gene at q < {ctx.settings.alpha:g} "
+                    f"at any measured dose in this line ({silent}): nothing shows it acting in this context, "
+                    "and a KB record alone does not",
+                    null="H0: the drug changes no gene's expression (BH across genes, each dose's signature)",
+                )
+            if v is not None:
+                out.append(v)
         if ctx.cells is not None and ctx.settings.distributional_test:
             for c in claims:
                 if c.kind == "expression_set" or (
@@ -632,6 +644,32 @@ def _program_null(ctx: VerificationContext, sv: SignatureView | PooledView) -> t
         out = (med, max(1.0, float(1.4826 * np.median(np.abs(arr - med)))), len(scores))
     sv.memo[key] = out
     return out
+
+
+def _silent_drug(ctx: VerificationContext) -> str | None:
+    """Which doses were looked at, when the drug moves no gene (BH q < alpha) at this dose nor at any sibling dose
+    in this line; None when some gene moves, or when a signature lacks adjusted p-values (cannot tell).
+
+    Why: a binding or activity claim with no RNA readout otherwise falls back on the KB record, which says the drug
+    binds the target somewhere, not that it acts in these cells at these doses. When the drug leaves the
+    transcriptome untouched at every dose measured here, the data speak against "acting in this context" without
+    contradicting the binding itself — inconclusive. Under the global null BH keeps P(any q < alpha) ≤ alpha per
+    dose, so an inactive drug is called silent with probability ≥ 1 − alpha·(doses)."""
+    sigs = [ctx.signature] if ctx.signature is not None else []
+    if ctx.doses is not None:
+        sigs += [s.signature for s in ctx.doses.siblings]
+    if not sigs:
+        return None
+    labels = []
+    for sig in sigs:
+        padj = np.asarray(sig.padj, dtype=np.float64) if sig.padj is not None else None
+        if padj is None or padj.size == 0 or np.all(np.isnan(padj)):
+            return None
+        if np.nanmin(padj) < ctx.settings.alpha:
+            return None
+        c = sig.condition
+        labels.append(f"{c.dose:g} {c.dose_unit or ''}".strip() if c.dose is not None else c.key)
+    return "doses " + ", ".join(labels)
 
 
 def _sub(idx: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
