@@ -13,39 +13,63 @@ abstain reward, the panel's acceptance threshold), share accepted, edge precisio
 graphs (mechcell.eval.recovery edge definition), and diversity = distinct *accepted* graphs among k samples
 (temperature 1) per condition, α = ½ versus TB.
 
-Usage: .venv/bin/python benchmarks/bench_policy.py [--drugs 10] [--seed 1] [--steps 120] [--bc-steps 150] [--k 16]
-About 4 minutes on two cores (the panel is ~90 % of it).
+Seeds (`--seeds 0,1,2`): each seed is its own synthetic world, drug split and training seed; the summary gives per
+proposer the mean over seeds with a 95 % Student-t interval over seeds (the seed is the replicate), and paired
+differences (f-TB α=½ − TB on diversity; policy − local on reward and recall) both as a t-interval over the seeds'
+differences and as a bootstrap over held-out conditions stratified by seed (the condition within its world is the
+unit; it ignores between-world variance). Per-condition rows go to `_out/policy_seeds.json`.
+
+Usage: .venv/bin/python benchmarks/bench_policy.py [--seeds 0,1,2] [--drugs 10] [--steps 120] [--bc-steps 150]
+    [--k 16] [--explain-weight 0.5] [--set key=value ...]
+    (--set: PolicyTrainConfig fields; `policy.key=value` for PolicyConfig fields)
+About 6 minutes per seed on two cores (the panel is ~90 % of it).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import math
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _machine import machine
 
 OUT = Path(__file__).resolve().parent / "_out" / "policy.md"
+OUT_JSON = Path(__file__).resolve().parent / "_out" / "policy_seeds.json"
+NAMES = {
+    "bc": "policy (BC only)",
+    "half": "policy (BC + f-TB α=½)",
+    "tb": "policy (BC + f-TB α=1, TB)",
+    "explain": "policy (BC + f-TB α=½, explain bonus)",
+    "local": "local",
+}
+METRICS = ("mean_reward", "accepted", "edge_precision", "edge_recall", "mean_distinct_accepted", "mean_ends")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--drugs", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=120)
-    ap.add_argument("--bc-steps", type=int, default=150)
-    ap.add_argument("--holdout", type=float, default=0.3)
-    ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--keep", type=Path, default=None, help="keep the world and store here")
-    args = ap.parse_args()
+def _overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`key=value` pairs (values parsed as JSON when they parse) → (PolicyTrainConfig, PolicyConfig) updates."""
+    train: dict[str, Any] = {}
+    pol: dict[str, Any] = {}
+    for p in pairs:
+        k, _, v = p.partition("=")
+        try:
+            val = json.loads(v)
+        except json.JSONDecodeError:
+            val = v
+        (pol if k.startswith("policy.") else train)[k.removeprefix("policy.")] = val
+    return train, pol
 
+
+def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One world (its own seed), one drug split, BC → f-TB α=½ and α=1 → held-out evaluation; the rows as JSON."""
     import torch
 
-    torch.set_num_threads(1)
     from mechcell.agents.pipeline import Pipeline, PipelineConfig
     from mechcell.datasets.readers import open_dataset
     from mechcell.datasets.signatures import compute_signatures
@@ -53,7 +77,7 @@ def main() -> None:
     from mechcell.datasets.synthetic import SyntheticWorldConfig, generate_world, load_truth
     from mechcell.datasets.traces import TraceStore
     from mechcell.knowledge import load_kb
-    from mechcell.models.policy import PolicyModel
+    from mechcell.models.policy import PolicyConfig, PolicyModel
     from mechcell.models.train_policy import (
         PolicyTrainConfig,
         RewardCache,
@@ -63,17 +87,17 @@ def main() -> None:
         evaluate_local,
         evaluate_policy,
         load_conditions,
+        n_ends,
         split_by_drug,
         train_bc,
         train_ftb,
     )
 
-    print(f"machine: {machine()}")
     t0 = time.perf_counter()
-    root = args.keep or Path(tempfile.mkdtemp(prefix="bench_policy_"))
+    root = (args.keep / f"seed{seed}") if args.keep else Path(tempfile.mkdtemp(prefix="bench_policy_"))
     root.mkdir(parents=True, exist_ok=True)
     cfg = SyntheticWorldConfig(
-        seed=args.seed, n_drugs=args.drugs, n_cell_lines=2, doses=[0.5, 5.0], n_genes=500, cells_per_condition=150
+        seed=seed, n_drugs=args.drugs, n_cell_lines=2, doses=[0.5, 5.0], n_genes=500, cells_per_condition=150
     )
     world = root / "world"
     if world.exists():
@@ -88,7 +112,7 @@ def main() -> None:
         did = st.register(ds)
         compute_signatures(ds, None, store=st, dataset_id=did)
     keys = sorted(truth.conditions)
-    train_keys, held_keys = split_by_drug(keys, lambda k: truth.condition(k).drug, frac=args.holdout, seed=args.seed)
+    train_keys, held_keys = split_by_drug(keys, lambda k: truth.condition(k).drug, frac=args.holdout, seed=seed)
     with Pipeline(
         kb=kb, store=store, proposer="local", config=PipelineConfig(n_candidates=3, max_rounds=1, use_cells=False)
     ) as pipe:
@@ -96,12 +120,15 @@ def main() -> None:
     t_data = time.perf_counter() - t0
     held_drugs = ", ".join(sorted({truth.condition(k).drug for k in held_keys}))
     print(
-        f"world: {args.drugs} drugs, {len(keys)} conditions ({len(truth.active_keys())} active);"
+        f"[seed {seed}] world: {args.drugs} drugs, {len(keys)} conditions ({len(truth.active_keys())} active);"
         f" train {len(train_keys)} / held out {len(held_keys)} (drugs: {held_drugs});"
-        f" data + local traces {t_data:.1f} s"
+        f" data + local traces {t_data:.1f} s",
+        flush=True,
     )
-
-    config = PolicyTrainConfig(seed=args.seed, bc_steps=args.bc_steps, steps=args.steps)
+    tr_over, pol_over = _overrides(args.set)
+    config = PolicyTrainConfig(
+        seed=seed, bc_steps=args.bc_steps, steps=args.steps, policy=PolicyConfig(seed=seed, **pol_over), **tr_over
+    )
     with Store(store, read_only=True) as st:
         items = load_conditions(st, kb, config.policy, keys)
         train = [it for it in items if it.key in set(train_keys)]
@@ -109,63 +136,176 @@ def main() -> None:
         traces = TraceStore(st)
         demos, dstats = demonstrations(traces, train)
         offp = attempts_offpolicy(traces, train)
-    print(f"demonstrations: {dstats.model_dump()}; off-policy attempts {len(offp)}")
+    demo_ends = [n_ends(it.env.graph(t.actions)) for it, t in demos if not t.abstain]
+    print(
+        f"[seed {seed}] demonstrations: {dstats.model_dump()}; off-policy attempts {len(offp)}; "
+        f"mean ends per non-abstaining demo {sum(demo_ends) / max(len(demo_ends), 1):.2f}",
+        flush=True,
+    )
     rewards = RewardCache(kb, config.panel, config.abstain_value)
-
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     bc = PolicyModel(config.policy)
-    t = time.perf_counter()
     bc_curve = train_bc(bc, demos, config)
     print(
-        f"BC: {len(bc_curve)} steps, mean log P_F of demos {bc_curve[0]['mean_log_pf']:.2f} → "
-        f"{bc_curve[-1]['mean_log_pf']:.2f} ({time.perf_counter() - t:.1f} s)"
+        f"[seed {seed}] BC: mean log P_F of demos {bc_curve[0]['mean_log_pf']:.2f} → {bc_curve[-1]['mean_log_pf']:.2f}",
+        flush=True,
     )
-    evals = [evaluate_policy("policy (BC only)", bc, held, rewards, truth=truth, kb=kb, k=args.k, seed=args.seed)]
-    tuned = {}
-    for alpha, name in ((0.5, "policy (BC + f-TB α=½)"), (1.0, "policy (BC + f-TB α=1, TB)")):
+    evals = [evaluate_policy(NAMES["bc"], bc, held, rewards, truth=truth, kb=kb, k=args.k, seed=seed)]
+    variants = [(0.5, "half", 0.0), (1.0, "tb", 0.0)]
+    if args.explain_weight > 0:
+        variants.append((0.5, "explain", args.explain_weight))
+    for alpha, tag, ew in variants:
         m = copy.deepcopy(bc)
-        c = config.model_copy(update={"alpha": alpha})
+        c = config.model_copy(update={"alpha": alpha, "explain_weight": ew or config.explain_weight})
         t = time.perf_counter()
         curve = train_ftb(m, train, c, rewards, offpolicy=offp)
         print(
-            f"f-TB α={alpha}: on-policy reward {curve[0]['reward']:.3f} → {curve[-1]['reward']:.3f}, accepted "
-            f"{curve[0]['accepted']:.2f} → {curve[-1]['accepted']:.2f} ({time.perf_counter() - t:.1f} s)"
+            f"[seed {seed}] {NAMES[tag]}: on-policy reward {curve[0]['reward']:.3f} → {curve[-1]['reward']:.3f}"
+            f" ({time.perf_counter() - t:.1f} s)",
+            flush=True,
         )
-        tuned[alpha] = m
-        evals.append(evaluate_policy(name, m, held, rewards, truth=truth, kb=kb, k=args.k, seed=args.seed))
+        evals.append(evaluate_policy(NAMES[tag], m, held, rewards, truth=truth, kb=kb, k=args.k, seed=seed))
     evals.append(evaluate_local(held, rewards, truth=truth, kb=kb))
-
     rows = eval_table(evals)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in rows]
-    print("\nheld-out conditions (whole drugs):")
-    print("\n".join(lines))
-    local = evals[-1]
-    bc_e, h_e, tb_e = evals[0], evals[1], evals[2]
-    ratio = h_e.mean_reward / local.mean_reward if local.mean_reward else float("nan")
-    print(f"\nratio mean reward, policy (BC + f-TB α=½) / local: {ratio:.3f}")
-    print(f"ratio mean reward, policy (BC + f-TB α=½) / policy (BC only): {h_e.mean_reward / bc_e.mean_reward:.3f}")
-    if tb_e.mean_distinct_accepted:
-        print(
-            f"diversity (distinct accepted graphs per condition among {args.k} samples): α=½ "
-            f"{h_e.mean_distinct_accepted:.2f} vs TB {tb_e.mean_distinct_accepted:.2f} — ratio "
-            f"{h_e.mean_distinct_accepted / tb_e.mean_distinct_accepted:.2f}"
-        )
-    print(f"panel calls {rewards.calls} ({rewards.seconds:.1f} s); total {time.perf_counter() - t0:.1f} s")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(
-        "# bench_policy\n\n"
-        + f"machine: {machine()}\n\n"
-        + "| "
-        + " | ".join(rows[0])
-        + " |\n|"
-        + "---|" * len(rows[0])
-        + "\n"
-        + "\n".join("| " + " | ".join(r) + " |" for r in rows[1:])
-        + "\n"
+    print(f"[seed {seed}] held-out conditions (whole drugs):")
+    print("\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in rows))
+    print(
+        f"[seed {seed}] panel calls {rewards.calls} ({rewards.seconds:.1f} s); seed total"
+        f" {time.perf_counter() - t0:.1f} s",
+        flush=True,
     )
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)
+    return {
+        "seed": seed,
+        "held_drugs": held_drugs,
+        "n_demo_ends": demo_ends,
+        "evals": [e.model_dump(mode="json") for e in evals],
+    }
+
+
+def _value(ev: dict[str, Any], metric: str) -> float | None:
+    if metric == "mean_ends":
+        return sum(r["n_ends"] for r in ev["rows"]) / max(len(ev["rows"]), 1)
+    return ev[metric]
+
+
+def _fmt_ci(m: float, lo: float, hi: float, nd: int = 3) -> str:
+    if math.isnan(m):
+        return "—"
+    if math.isnan(lo):
+        return f"{m:.{nd}f}"
+    return f"{m:.{nd}f} [{lo:.{nd}f}, {hi:.{nd}f}]"
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: per proposer the mean over seeds with a 95 % t-interval over seeds, then paired
+    differences (t over seeds, and a bootstrap over conditions stratified by seed)."""
+    from mechcell.models.train_policy import stratified_bootstrap, t_interval
+
+    names = {t: n for t, n in NAMES.items() if all(any(e["name"] == n for e in r["evals"]) for r in runs)}
+    by = {tag: [next(e for e in r["evals"] if e["name"] == name) for r in runs] for tag, name in names.items()}
+    head = ["proposer", "reward", "accepted", "edge precision", "edge recall", "distinct accepted / cond"]
+    head.append("ends / cond")
+    lines = [
+        f"seeds {', '.join(str(r['seed']) for r in runs)}; {sum(len(e['rows']) for e in by['local'])} held-out"
+        " conditions in all; mean over seeds [95 % t-interval over seeds, df = n_seeds − 1]",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for tag, name in names.items():
+        cells = []
+        for mt in METRICS:
+            vals = [_value(e, mt) for e in by[tag]]
+            nd = 2 if mt in ("mean_distinct_accepted", "mean_ends") else 3
+            cells.append(_fmt_ci(*t_interval([v for v in vals if v is not None]), nd=nd))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    def cond_vals(tag: str, field: str) -> list[dict[str, float | None]]:
+        return [{row["key"]: row[field] for row in e["rows"]} for e in by[tag]]
+
+    pairs = [
+        ("diversity: α=½ − TB", "half", "tb", "distinct_accepted", "mean_distinct_accepted"),
+        ("reward: α=½ − local", "half", "local", "reward", "mean_reward"),
+        ("reward: TB − local", "tb", "local", "reward", "mean_reward"),
+        ("edge recall: α=½ − local", "half", "local", "recall", "edge_recall"),
+        ("edge recall: TB − local", "tb", "local", "recall", "edge_recall"),
+        ("reward: α=½ − BC only", "half", "bc", "reward", "mean_reward"),
+        ("edge recall: α=½ − BC only", "half", "bc", "recall", "edge_recall"),
+        ("edge recall: TB − BC only", "tb", "bc", "recall", "edge_recall"),
+        ("reward: explain bonus − local", "explain", "local", "reward", "mean_reward"),
+        ("reward: explain bonus − α=½", "explain", "half", "reward", "mean_reward"),
+        ("edge recall: explain bonus − α=½", "explain", "half", "recall", "edge_recall"),
+        ("edge recall: explain bonus − local", "explain", "local", "recall", "edge_recall"),
+        ("edge precision: explain bonus − α=½", "explain", "half", "precision", "edge_precision"),
+    ]
+    pairs = [p for p in pairs if p[1] in by and p[2] in by]
+    lines += [
+        "",
+        "| paired difference | t over seeds (95 %) | bootstrap over conditions, stratified by seed (95 %) |",
+        "|---|---|---|",
+    ]
+    for label, a, b, field, summary in pairs:
+        seed_diffs = []
+        for ea, eb in zip(by[a], by[b], strict=True):
+            va, vb = ea[summary], eb[summary]
+            if va is not None and vb is not None:
+                seed_diffs.append(va - vb)
+        strata = []
+        for ca, cb in zip(cond_vals(a, field), cond_vals(b, field), strict=True):
+            strata.append([ca[k] - cb[k] for k in ca if ca[k] is not None and cb.get(k) is not None])
+        lines.append(
+            f"| {label} | {_fmt_ci(*t_interval(seed_diffs))} | {_fmt_ci(*stratified_bootstrap(strata, seed=0))} |"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", default="1", help="comma-separated world/training seeds, e.g. 0,1,2")
+    ap.add_argument("--drugs", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--bc-steps", type=int, default=150)
+    ap.add_argument("--holdout", type=float, default=0.3)
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument(
+        "--explain-weight", type=float, default=0.5, help="extra f-TB α=½ run with this explain bonus (0 = skip)"
+    )
+    ap.add_argument("--set", action="append", default=[], help="PolicyTrainConfig override key=value (repeatable)")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the worlds and stores under this directory")
+    ap.add_argument("--out-json", type=Path, default=OUT_JSON)
+    ap.add_argument("--from-json", type=Path, default=None, help="only re-summarise a saved run (no training)")
+    args = ap.parse_args()
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        lines = summarise(saved["runs"])
+        print("\n".join(lines))
+        OUT.write_text(f"# bench_policy (re-summarised from {args.from_json.name})\n\n" + "\n".join(lines) + "\n")
+        return
+
+    import torch
+
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    print(f"machine: {machine()}; seeds {seeds}; steps {args.steps}; overrides {args.set or 'none'}", flush=True)
+    t0 = time.perf_counter()
+    runs = []
+    for seed in seeds:
+        runs.append(run_seed(seed, args))
+        args.out_json.parent.mkdir(parents=True, exist_ok=True)
+        args.out_json.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1, default=str))
+    lines = summarise(runs)
+    print("\n" + "\n".join(lines))
+    print(f"\ntotal {time.perf_counter() - t0:.1f} s")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(
+        "# bench_policy\n\n"
+        + f"machine: {machine()}; steps {args.steps}; overrides {args.set or 'none'}\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

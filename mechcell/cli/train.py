@@ -230,6 +230,14 @@ def policy_cmd(
     steps: Annotated[int, typer.Option("--steps", min=0, help="f-TB steps")] = 60,
     bc_steps: Annotated[int, typer.Option("--bc-steps", min=0, help="behaviour-cloning steps")] = 150,
     beta: Annotated[float, typer.Option("--beta", min=1e-6, help="log R = reward / beta")] = 0.1,
+    explain_weight: Annotated[
+        float,
+        typer.Option(
+            "--explain-weight",
+            min=0.0,
+            help="training reward of an accepted graph += this × share of the explainable genes it covers",
+        ),
+    ] = 0.0,
     normaliser: Annotated[str, typer.Option("--normaliser", help="devgrad | learned (conditional log Z)")] = "devgrad",
     holdout: Annotated[
         float, typer.Option("--holdout", min=0.0, max=0.9, help="share of drugs held out for the evaluation")
@@ -253,6 +261,7 @@ def policy_cmd(
         steps=steps,
         bc_steps=bc_steps,
         beta=beta,
+        explain_weight=explain_weight,
         normaliser=normaliser,  # type: ignore[arg-type]
     )
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

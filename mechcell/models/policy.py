@@ -78,7 +78,7 @@ GENE_OPTIONS: tuple[str, ...] = ("supported", "top", "kb")
 OPTION_NAMES: tuple[str, ...] = (*GENE_OPTIONS, "route")
 N_STATIC = 17
 N_DYNAMIC = 4
-N_GLOBAL = 8
+N_GLOBAL = 9
 CHECKPOINT_FILE = "policy.json"
 WEIGHTS_FILE = "weights.pt"
 
@@ -90,7 +90,7 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = 1
+    schema_version: int = 2  # 2: the global state feature "share of the explainable genes claimed"
     hidden: int = Field(64, ge=4)
     emb_buckets: int = Field(512, ge=8, description="hash buckets of the entity embeddings (target, end)")
     emb_dim: int = Field(8, ge=1)
@@ -173,6 +173,8 @@ class PolicyEnv:
         chains = lp.chains(ctx, exclude)[: config.max_chains]  # best local score first, then ...
         chains = sorted(chains, key=lambda c: (c.nodes, c.end_type))  # ... the canonical (lexicographic) order
         self.chains = chains
+        # the genes some chain's end predicts and the data moved that way: what a graph here could explain
+        self.explainable: frozenset[str] = frozenset(g for c in chains for g in (*c.up, *c.down))
         sv = _SignatureView(ctx.signature, ctx.alpha) if ctx.signature is not None else None
         engaged: dict[str, bool | None] = {}
         if sv is not None:
@@ -391,9 +393,15 @@ class PolicyEnv:
                 float(chosen[:, 0].mean()) if len(chosen) else 0.0,
                 float(self.cond_features[0]),
                 float(self.cond_features[1]),
+                self.explained_share(st.genes),
             ],
             dtype=np.float32,
         )
+
+    def explained_share(self, genes: set[str] | frozenset[str]) -> float:
+        """Share of the explainable genes (moved as some chain predicts) among `genes`: lets the stop head see how
+        much of the signature the graph so far leaves unexplained."""
+        return len(self.explainable & set(genes)) / len(self.explainable) if self.explainable else 0.0
 
     def _present_nodes(self, st: _State) -> set[NodeKey]:
         out: set[NodeKey] = set()

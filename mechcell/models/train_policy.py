@@ -55,6 +55,8 @@ __all__ = [
     "evaluate_policy",
     "load_conditions",
     "split_by_drug",
+    "stratified_bootstrap",
+    "t_interval",
     "train_bc",
     "train_ftb",
     "train_policy",
@@ -85,6 +87,12 @@ class PolicyTrainConfig(BaseModel):
     normaliser: Literal["devgrad", "learned"] = "devgrad"
     beta: float = Field(0.1, gt=0, description="log R = reward / beta")
     abstain_reward: float | None = Field(None, ge=0, le=1, description="None: the panel's min_reward")
+    explain_weight: float = Field(
+        0.0,
+        ge=0,
+        description="training reward of an accepted graph += this × share of the condition's explainable genes "
+        "(moved as some KB chain predicts) that its panel-supported expression claims cover; 0 = the panel reward",
+    )
     conditions_per_step: int = Field(4, ge=1)
     samples_per_condition: int = Field(8, ge=1)
     replay_per_condition: int = Field(4, ge=0)
@@ -152,6 +160,7 @@ class RewardCache:
     def __init__(self, kb: KnowledgeBase, panel: PanelSettings, abstain_reward: float) -> None:
         self.kb, self.panel, self.abstain_reward = kb, panel, float(abstain_reward)
         self._cache: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._genes: dict[tuple[str, str], frozenset[str]] = {}
         self.calls = 0
         self.seconds = 0.0
 
@@ -172,7 +181,31 @@ class RewardCache:
             self.seconds += time.perf_counter() - t
             self.calls += 1
             hit = self._cache[key] = (float(rep.reward), bool(rep.accepted))
+            self._genes[key] = frozenset(
+                r.claim_id.split(":", 1)[1]
+                for r in rep.claims
+                if r.kind == "expression" and r.status == "supported" and ":" in r.claim_id
+            )
         return hit
+
+    def explained(self, item: ConditionItem, graph: ActionGraph | None) -> float:
+        """Share of the condition's explainable genes covered by the graph's panel-supported expression claims."""
+        if graph is None:
+            return 0.0
+        self.graph_reward(item, graph)
+        return item.env.explained_share(self._genes[(item.key, graph.content_hash())])
+
+    def train_reward(self, item: ConditionItem, traj: Trajectory, explain_weight: float) -> float:
+        """The f-TB training reward: the panel's, plus `explain_weight` × explained share for an accepted graph.
+
+        Why: the panel reward is a mean over claims, so a graph of one well-supported chain scores as much as one
+        that also claims the condition's other supported ends; the bonus (data only, never the planted truth)
+        makes explaining more of the signature worth something."""
+        graph = item.env.graph(traj.actions)
+        r, acc = self.graph_reward(item, graph)
+        if explain_weight and acc:
+            r += explain_weight * self.explained(item, graph)
+        return r
 
     def __call__(self, item: ConditionItem, traj: Trajectory) -> tuple[float, bool]:
         return self.graph_reward(item, item.env.graph(traj.actions))
@@ -327,9 +360,10 @@ def train_ftb(
     rng = random.Random(config.seed)
     buffers: dict[str, ReplayBuffer] = {it.key: ReplayBuffer(config.replay_capacity) for it in items}
     by_key = {it.key: it for it in items}
+    w = config.explain_weight
     for item, traj in offpolicy:
         if item.key in buffers:
-            r, _ = rewards(item, traj)
+            r = rewards.train_reward(item, traj, w)
             buffers[item.key].add(_pack([traj], item.env, [r / config.beta]))
     order: list[ConditionItem] = []
     curve = []
@@ -353,12 +387,14 @@ def train_ftb(
             on_r += [r for r, _ in rs]
             on_acc += [a for _, a in rs]
             buf = buffers[item.key]
-            buf.add(_pack(trajs, item.env, [r / config.beta for r, _ in rs]))
+            buf.add(_pack(trajs, item.env, [rewards.train_reward(item, t, w) / config.beta for t in trajs]))
             if config.replay_per_condition and len(buf):
                 trajs = trajs + _unpack(buf.sample(config.replay_per_condition, generator=gen), item.key)
             batch += [(item, t) for t in trajs]
             labels += [gi] * len(trajs)
-        log_r = torch.tensor([rewards(by_key[it.key], t)[0] / config.beta for it, t in batch], dtype=torch.float64)
+        log_r = torch.tensor(
+            [rewards.train_reward(by_key[it.key], t, w) / config.beta for it, t in batch], dtype=torch.float64
+        )
         log_pf = model.log_pf([(it.env, t) for it, t in batch])
         delta = log_pf - log_r
         groups = torch.tensor(labels)
@@ -399,6 +435,7 @@ class ConditionEval(BaseModel):
     precision: float | None = None
     recall: float | None = None
     distinct_accepted: int | None = None
+    n_ends: int = 0  # distinct regulators of the graph's expression steps: how many mechanism ends it claims
     summary: str = ""
 
 
@@ -416,6 +453,13 @@ class EvalSummary(BaseModel):
 def _mean(xs: Sequence[float | None]) -> float | None:
     v = [x for x in xs if x is not None]
     return float(np.mean(v)) if v else None
+
+
+def n_ends(g: ActionGraph | None) -> int:
+    """Distinct regulators (TF / pathway ends) of a graph's expression steps: 0 for an abstention."""
+    if g is None:
+        return 0
+    return len({p for n in g.nodes if n.primitive == "regulates_expression" for p in g.parents(n.id)})
 
 
 def evaluate_graphs(
@@ -459,6 +503,7 @@ def evaluate_graphs(
                 precision=prec,
                 recall=rec,
                 distinct_accepted=None if distinct is None else distinct.get(it.key),
+                n_ends=n_ends(g),
                 summary=graph_summary(g),
             )
         )
@@ -524,6 +569,42 @@ def evaluate_local(
         props = propose_sync(lp, it.ctx, k=1)
         graphs[it.key] = props[0].graph if props else None
     return evaluate_graphs("local", graphs, items, rewards, truth=truth, kb=kb)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval of the mean over independent replicates (here: seeds, each its own
+    world, split and training seed). Null of a paired difference: mean 0. NaN bounds with fewer than 2 values."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if x.size < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return m, m - half, m + half
+
+
+def stratified_bootstrap(
+    strata: Sequence[Sequence[float]], *, level: float = 0.95, n_boot: int = 4000, seed: int = 0
+) -> tuple[float, float, float]:
+    """(estimate, low, high): percentile bootstrap of the mean over strata of per-stratum means, resampling units
+    (held-out conditions) within each stratum (seed). Unit of exchangeability: the condition within its world;
+    it ignores between-world variance, so it is narrower than `t_interval` over seeds and answers a different
+    question (is the difference consistent across conditions of these worlds)."""
+    groups = [np.asarray([v for v in s if v is not None and not math.isnan(v)], np.float64) for s in strata]
+    groups = [g for g in groups if g.size]
+    if not groups:
+        return math.nan, math.nan, math.nan
+    est = float(np.mean([g.mean() for g in groups]))
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(n_boot, dtype=np.float64)
+    for g in groups:
+        boots += g[rng.integers(0, g.size, size=(n_boot, g.size))].mean(axis=1)
+    boots /= len(groups)
+    lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
+    return est, float(lo), float(hi)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -698,7 +779,9 @@ def write_report(result: TrainResult) -> Path:
         "",
         f"BC {c.bc_steps} steps, then f-TB {c.steps} steps: divergence {c.divergence}, α = {c.alpha}"
         + (f" → {c.anneal_to}" if c.anneal_to is not None else "")
-        + f", normaliser {c.normaliser}, log R = reward / {c.beta}, abstain reward {c.abstain_value}; seed {c.seed}.",
+        + f", normaliser {c.normaliser}, log R = reward / {c.beta}, abstain reward {c.abstain_value}"
+        + (f", explain bonus {c.explain_weight}" if c.explain_weight else "")
+        + f"; seed {c.seed}.",
         "",
         f"Conditions: {result.n_train} for training, {result.n_heldout} held out (whole drugs). Demonstrations: "
         f"{d.n_demos} from {d.n_traces} traces ({d.n_exact} exact, {d.n_projected} projected onto the action space, "
