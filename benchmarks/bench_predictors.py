@@ -4,7 +4,11 @@ Per world (seeds 0..W-1; default 24 drugs × 3 doses × 3 cell lines, 600 genes)
 fresh project store, compute signatures (Wilcoxon), then build two trace sets with the local proposer —
 `verified` (the full pipeline: proposals verified against each condition's own signature; only accepted traces
 count) and `kb-prior` (the pipeline with no data: the KB's mechanism for the drug, nothing verified) — and take
-the planted graphs as `oracle`. Each mechanism source feeds the same grouped 5-fold CV by drug
+the planted graphs as `oracle` (and `oracle-drug`: the drug's planted mechanism at all its conditions, the
+ceiling of a drug-level mechanism). `trace-prior` / `trace-prior-v` are leakage-free: per CV fold a
+`TracePrior` fitted on the training drugs' verified traces only gives the held-out drugs their KB-path mechanism
+weighted by what those traces verified (training rows: leave-one-drug-out priors / their verified traces).
+Each mechanism source feeds the same grouped 5-fold CV by drug
 (`mechcell.eval.expression.run_experiment`): baselines (control mean, mean effect, additive, ridge on KB drug
 features, and an MLP of the trace model's size without mechanism) against the trace-conditioned models.
 A secondary table holds the split by cell line (verified traces).
@@ -36,7 +40,7 @@ from typing import Any
 from _machine import machine
 
 OUT = Path(__file__).resolve().parent / "_out" / "predictors.md"
-SOURCES = ("oracle", "verified", "kb-prior")
+SOURCES = ("oracle", "oracle-drug", "verified", "kb-prior", "trace-prior", "trace-prior-v")
 
 
 def _world(job: dict[str, Any]) -> dict[str, Any]:
@@ -56,8 +60,8 @@ def _world(job: dict[str, Any]) -> dict[str, Any]:
     from mechcell.datasets.traces import TraceStore
     from mechcell.eval.expression import result_json, run_experiment
     from mechcell.knowledge import load_kb
-    from mechcell.models.features import mechanisms_from_traces, mechanisms_from_truth
-    from mechcell.models.predictors import PredictorInputs, prepare_inputs
+    from mechcell.models.features import TracePrior, kb_reach, mechanisms_from_traces, mechanisms_from_truth
+    from mechcell.models.predictors import PredictorInputs, make_folds, prepare_inputs
 
     seed = job["seed"]
     timings: dict[str, float] = {}
@@ -94,19 +98,36 @@ def _world(job: dict[str, Any]) -> dict[str, Any]:
         with TraceStore(root / "kbprior.duckdb") as ts:
             ts.put_many(prior)
         timings["kb_prior_traces"] = time.perf_counter() - t
+        reach = kb_reach(kb, [d.drug for d in truth.drugs])
         kb.close()
         t = time.perf_counter()
         verified, info = prepare_inputs(store, None, mechanisms="traces")
         timings["deltas"] = time.perf_counter() - t
         tab = verified.table
+        oracle = mechanisms_from_truth(truth, tab.keys)
+        richest: dict[str, Any] = {}
+        for k in sorted(oracle):
+            d = k.split("|")[0]
+            if d not in richest or len(oracle[k].genes) > len(richest[d].genes):
+                richest[d] = oracle[k]
         sources = {
-            "oracle": mechanisms_from_truth(truth, tab.keys),
+            "oracle": oracle,
+            # the planted mechanism of the drug at every one of its conditions, active at that dose or not: the
+            # ceiling of any drug-level mechanism (a leakage-free prior cannot know a condition's activity)
+            "oracle-drug": {k: richest[d] for k, d in zip(tab.keys, tab.perturbations, strict=True) if d in richest},
             "verified": verified.mechanisms,
             "kb-prior": mechanisms_from_traces(root / "kbprior.duckdb", tab.keys, accepted_only=False),
         }
+        priors = {
+            "trace-prior": TracePrior(reach, cross_fit=True),
+            "trace-prior-v": TracePrior(reach, cross_fit=False),
+        }
         results: dict[str, Any] = {}
         for name in job["sources"]:
-            inp = PredictorInputs(tab, verified.drug_features, sources[name], name)
+            if name in priors:  # per-fold prior from the training drugs' verified traces (run_experiment)
+                inp = PredictorInputs(tab, verified.drug_features, verified.mechanisms, name, priors[name])
+            else:
+                inp = PredictorInputs(tab, verified.drug_features, sources[name], name)
             t = time.perf_counter()
             res = run_experiment(inp, by="drug", models=job["models"], n_folds=job["folds"], seed=seed, n_boot=200)
             timings[f"cv_{name}"] = time.perf_counter() - t
@@ -119,8 +140,10 @@ def _world(job: dict[str, Any]) -> dict[str, Any]:
                 run_experiment(inp, by="cell_line", models=job["models"], n_folds=job["folds"], seed=seed, n_boot=200)
             )
             timings["cv_cell_line"] = time.perf_counter() - t
+        folds = make_folds(tab, "drug", n_folds=job["folds"], seed=seed)
         return {
             "seed": seed,
+            "convergence": _convergence(truth, folds, tab.perturbations),
             "n_conditions": len(tab),
             "n_genes": len(tab.genes),
             "n_drugs": len(set(tab.perturbations)),
@@ -132,6 +155,32 @@ def _world(job: dict[str, Any]) -> dict[str, Any]:
             "cell_line": line_res,
             "timings": timings,
         }
+
+
+def _convergence(truth: Any, folds: list[Any], drugs: list[str]) -> dict[str, int]:
+    """How often the world lets an unseen drug borrow from a training drug through a shared end (planted TF or
+    pathway) without a shared KB target — the only place a KB-path prior can add to ridge on KB target features.
+    Counted per held-out active drug over the CV folds of the run (truth used for this diagnostic only)."""
+    info = {d.drug: d for d in truth.drugs}
+
+    def ends(d: Any) -> set[str]:
+        return {f"tf:{x}" for x in d.tfs} | {f"pathway:{x}" for x in d.pathways}
+
+    out = {"held_out_active": 0, "share_end": 0, "share_end_not_target": 0, "share_end_no_target_at_all": 0}
+    for f in folds:
+        train = {drugs[i] for i in f.train}
+        act = [info[x] for x in sorted(train) if info[x].active]
+        for d in f.held_out:
+            t = info[d]
+            if not t.active:
+                continue
+            out["held_out_active"] += 1
+            same = [o for o in act if ends(o) & ends(t)]
+            out["share_end"] += bool(same)
+            out["share_end_not_target"] += any(not set(o.kb_targets) & set(t.kb_targets) for o in same)
+            shared_target = any(set(info[x].kb_targets) & set(t.kb_targets) for x in train)
+            out["share_end_no_target_at_all"] += bool(same) and not shared_target
+    return out
 
 
 def _pooled(worlds: list[dict[str, Any]], source: str, split_key: str = "results") -> dict[str, Any]:
@@ -271,10 +320,27 @@ def main() -> None:
         + ".",
         "",
         "- **oracle**: the planted truth graphs — what a correct mechanism is worth (labelled: oracle mechanism).",
+        "- **oracle-drug**: the drug's planted mechanism at all its conditions (also where the dose or line leaves"
+        " it inactive): the ceiling for a drug-level mechanism, which is all a leakage-free source can give.",
         "- **verified**: accepted traces of the local pipeline; transductive — each held-out condition's trace was"
         " verified on that condition's own signature (an upper bound for a mechanism-first pipeline).",
         "- **kb-prior**: the pipeline with no data (the KB's mechanism for the drug, unverified): leakage-free.",
+        "- **trace-prior**: leakage-free. Per CV fold, a `TracePrior` is fitted on the *training* drugs' verified"
+        " traces only: every KB end (TF / pathway) a drug's KB targets reach along signed paths (≤ 3 steps) gets"
+        " the rate at which training traces verified it when the KB predicted it, and the genes those traces"
+        " listed under it; held-out drugs get their KB ends weighted so. Training rows get leave-one-drug-out"
+        " priors of the training fold (cross-fit), so train and test mechanisms are alike.",
+        "- **trace-prior-v**: the same prior for held-out drugs, but training rows keep their verified traces.",
         "- `_aux` models never take a mechanism as input (training target only): leakage-free with any source.",
+        "",
+        "Convergence (per held-out active drug over the CV folds: shares a planted end with a training drug; with"
+        " one that shares no KB target; shares no KB target with any training drug): "
+        + "; ".join(
+            f"seed {w['seed']}: {w['convergence']['share_end']}/{w['convergence']['held_out_active']}, "
+            f"{w['convergence']['share_end_not_target']}, {w['convergence']['share_end_no_target_at_all']}"
+            for w in worlds
+        )
+        + ".",
         "",
     ]
     for s in sources:

@@ -52,7 +52,8 @@ MechOpt = Annotated[
     str,
     typer.Option(
         "--mechanisms",
-        help="auto (the store's traces, else the oracle truth.json beside the dataset) | traces | oracle | none",
+        help="auto (the store's traces, else the oracle truth.json beside the dataset) | traces | trace-prior "
+        "(leakage-free: a per-fold prior from the training drugs' traces) | oracle | none",
     ),
 ]
 TruthOpt = Annotated[Path | None, typer.Option("--truth", help="truth.json of a synthetic world (oracle mechanisms)")]

@@ -36,8 +36,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeltaTable",
+    "FittedTracePrior",
+    "KbEnd",
+    "KbReach",
     "Mechanism",
+    "TracePrior",
     "kb_drug_features",
+    "kb_reach",
     "mechanism_from_graph",
     "mechanisms_from_traces",
     "mechanisms_from_truth",
@@ -284,14 +289,27 @@ class Mechanism(BaseModel):
     tfs: dict[str, int] = Field(default_factory=dict, description="regulators of expression steps (not pathways)")
     pathways: dict[str, int] = Field(default_factory=dict)
     genes: dict[str, int] = Field(default_factory=dict, description="predicted signature: gene → direction")
+    regulated: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="regulator (TF or pathway) → gene → direction of the gene's change"
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="confidence in (0, 1] of a feature (`tf:X`, `pathway:X`, `mtarget:X`) or a gene (`gene:G`); "
+        "absent = 1 (a verified or planted mechanism); a prior built from a trace corpus sets them",
+    )
 
     def features(self) -> dict[str, float]:
-        """Condition-level indicators: `mtarget:`, `act:`, `tf:`, `pathway:` (signed)."""
-        f: dict[str, float] = {f"mtarget:{t}": 1.0 for t in self.targets}
+        """Condition-level indicators: `mtarget:`, `act:`, `tf:`, `pathway:` (signed, × confidence)."""
+        w = self.weights
+        f: dict[str, float] = {f"mtarget:{t}": w.get(f"mtarget:{t}", 1.0) for t in self.targets}
         f.update({f"act:{k}": float(v) for k, v in self.activities.items()})
-        f.update({f"tf:{k}": float(v) for k, v in self.tfs.items()})
-        f.update({f"pathway:{k}": float(v) for k, v in self.pathways.items()})
+        f.update({f"tf:{k}": float(v) * w.get(f"tf:{k}", 1.0) for k, v in self.tfs.items()})
+        f.update({f"pathway:{k}": float(v) * w.get(f"pathway:{k}", 1.0) for k, v in self.pathways.items()})
         return f
+
+    def gene_values(self) -> dict[str, float]:
+        """gene → signed confidence (direction × weight): what the gene-wise term of the predictors reads."""
+        return {g: float(s) * self.weights.get(f"gene:{g}", 1.0) for g, s in self.genes.items()}
 
 
 def _sign(direction: str) -> int:
@@ -304,6 +322,7 @@ def mechanism_from_graph(graph: ActionGraph, *, source: str, accepted: bool = Tr
     acts: dict[str, int] = {}
     pathways: dict[str, int] = {}
     regulators: list[str] = []
+    regulated: dict[str, dict[str, int]] = {}
     for n in graph.nodes:
         prim = n.primitive  # type: ignore[attr-defined]
         if prim == "binds_to":
@@ -314,6 +333,9 @@ def mechanism_from_graph(graph: ActionGraph, *, source: str, accepted: bool = Tr
             pathways[n.pathway] = _sign(n.direction)  # type: ignore[attr-defined]
         elif prim == "regulates_expression":
             regulators.append(n.regulator)  # type: ignore[attr-defined]
+            mine = regulated.setdefault(n.regulator, {})  # type: ignore[attr-defined]
+            for g in n.gene_list:  # type: ignore[attr-defined]
+                mine[g] = _sign(n.direction)  # type: ignore[attr-defined]
     tfs = {r: acts.get(r, 1) for r in dict.fromkeys(regulators) if r not in pathways}
     net: dict[str, int] = {}
     for pg in graph.predicted_signature():
@@ -327,6 +349,7 @@ def mechanism_from_graph(graph: ActionGraph, *, source: str, accepted: bool = Tr
         tfs=tfs,
         pathways=pathways,
         genes=genes,
+        regulated=regulated,
     )
 
 
@@ -392,3 +415,280 @@ def mechanism_sources(mechanisms: Mapping[str, Mechanism]) -> str:
     if not kinds:
         return "none"
     return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+# ------------------------------------------------------------------------------------------------ trace-informed prior
+# A held-out drug has no data, so its own trace cannot be verified; the verified traces of the *training* drugs say
+# which parts of the KB are live in this system. `kb_reach` lists, per drug, every TF / pathway its KB targets reach
+# along signed KB paths (data-free); `TracePrior` re-weights those ends by how often the training traces verified
+# them and borrows the gene directions the training traces listed under each end. Fitted per CV fold on the
+# training fold only (`TracePrior.fold`), it is leakage-free.
+
+
+class KbEnd(BaseModel):
+    """One end of a drug's KB paths: a TF with a regulon, or a pathway through one of its activity anchors."""
+
+    model_config = ConfigDict(frozen=True)
+
+    end: str
+    kind: Literal["tf", "pathway"]
+    sign: int = Field(description="predicted activity change: drug action × signed path (× anchor sign)")
+    distance: int = Field(description="signalling steps from the target")
+    target: str
+
+
+class KbReach(BaseModel):
+    """Data-free KB mechanism space: per drug its signed targets and the ends they reach; per end its KB genes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_len: int
+    targets: dict[str, dict[str, int]] = Field(description="drug → target → sign of the drug's action")
+    ends: dict[str, list[KbEnd]] = Field(description="drug → reachable ends (nearest per end and sign)")
+    end_genes: dict[str, dict[str, float]] = Field(
+        description="'tf:X' / 'pathway:X' → gene → signed KB weight (regulon sign; footprint weight, top genes)"
+    )
+
+
+def _signed_reach(adj: Any, source: str, max_len: int) -> dict[str, tuple[int, int]]:
+    """node → (distance, net sign over every shortest signed path from `source`; 0 when they disagree)."""
+    from mechcell.knowledge.graph import shortest_path_dag
+
+    if source not in adj:
+        return {}
+    dist, preds = shortest_path_dag(adj, source, max_len)
+    plus: dict[str, int] = {source: 1}
+    minus: dict[str, int] = {source: 0}
+    for v in sorted(dist, key=dist.__getitem__):
+        if v == source:
+            continue
+        p = m = 0
+        for u, s in preds[v]:
+            if s > 0:
+                p, m = p + plus[u], m + minus[u]
+            elif s < 0:
+                p, m = p + minus[u], m + plus[u]
+        plus[v], minus[v] = p, m
+    return {v: (d, int(np.sign(plus[v] - minus[v]))) for v, d in dist.items()}
+
+
+def kb_reach(
+    kb: KnowledgeBase, drugs: Iterable[str], *, max_len: int = 3, footprint_genes: int = 12, min_regulon: int = 5
+) -> KbReach:
+    """Every drug's signed KB targets → the TFs (regulon ≥ `min_regulon` genes) and pathways (activity anchors)
+    they reach in ≤ `max_len` signed steps, with the sign of the shortest paths; the KB genes of each end (regulon
+    signs, the `footprint_genes` strongest footprint weights). Reads the KB only: no data, no traces."""
+    adj = kb.adjacency()
+    regulons = {tf: r for tf, r in kb.regulons().items() if len(r) >= min_regulon}
+    anchors: dict[str, list[tuple[str, int]]] = {}
+    for pw in kb.footprint_names():
+        for rel in kb.pathway_anchors(pw):
+            anchors.setdefault(rel.subject, []).append((pw, rel.sign or 1))
+    targets: dict[str, dict[str, int]] = {}
+    ends: dict[str, list[KbEnd]] = {}
+    used: set[str] = set()
+    for d in sorted(set(drugs)):
+        tsign: dict[str, int] = {}
+        for r in kb.drug_targets(d):
+            if r.object_type == "gene" and r.sign:
+                tsign[r.object] = -2 if tsign.get(r.object, r.sign) != r.sign else r.sign  # -2: sources disagree
+        tsign = {t: s for t, s in tsign.items() if s in (-1, 1)}
+        best: dict[tuple[str, str, int], KbEnd] = {}
+        for t, ts in sorted(tsign.items()):
+            for node, (dist, ps) in _signed_reach(adj, t, max_len).items():
+                if ps == 0:
+                    continue
+                cands = [(node, "tf", ts * ps)] if node in regulons else []
+                cands += [(pw, "pathway", ts * ps * a) for pw, a in anchors.get(node, [])]
+                for end, kind, sign in cands:
+                    k = (kind, end, sign)
+                    if k not in best or dist < best[k].distance:
+                        best[k] = KbEnd(end=end, kind=kind, sign=sign, distance=dist, target=t)  # type: ignore[arg-type]
+        targets[d] = tsign
+        ends[d] = sorted(best.values(), key=lambda e: (e.distance, e.kind, e.end, e.sign))
+        used |= {f"{e.kind}:{e.end}" for e in ends[d]}
+    end_genes: dict[str, dict[str, float]] = {}
+    for name in sorted(used):
+        kind, end = name.split(":", 1)
+        if kind == "tf":
+            end_genes[name] = {g: float(s) for g, s in regulons[end].items() if s}
+        else:
+            fp = {g: w for g, w in kb.footprint(end).items() if w}
+            top = sorted(fp, key=lambda g: (-abs(fp[g]), g))[:footprint_genes]
+            end_genes[name] = {g: float(fp[g]) for g in top}
+    return KbReach(max_len=max_len, targets=targets, ends=ends, end_genes=end_genes)
+
+
+def _ends_of(m: Mechanism) -> dict[str, int]:
+    """'tf:X' / 'pathway:X' → sign of a mechanism's regulators."""
+    out = {f"tf:{k}": v for k, v in m.tfs.items()}
+    out.update({f"pathway:{k}": v for k, v in m.pathways.items()})
+    return out
+
+
+@dataclass
+class FittedTracePrior:
+    """A `TracePrior` fitted on one training corpus: end live rates and the genes verified under each end."""
+
+    reach: KbReach
+    live: dict[tuple[str, int], float]
+    base_rate: float
+    strength: float
+    min_weight: float
+    kb_gene_scale: float
+    gene_evidence: dict[str, dict[str, float]]
+    seen_keys: frozenset[str]
+    seen_drugs: frozenset[str]
+
+    def live_rate(self, end: str, sign: int) -> float:
+        """P(a KB-predicted end is verified with this sign), shrunk to the corpus base rate when rarely seen."""
+        return self.live.get((end, sign), self.base_rate)
+
+    def mechanism(self, drug: str) -> Mechanism | None:
+        """The trace-informed mechanism of a drug (None when the KB gives it no reachable end)."""
+        ends = self.reach.ends.get(drug, [])
+        if not ends:
+            return None
+        chosen: dict[str, tuple[int, float, KbEnd]] = {}
+        for e in ends:  # one sign per end: the likelier one
+            name = f"{e.kind}:{e.end}"
+            w = self.live_rate(name, e.sign)
+            if name not in chosen or w > chosen[name][1]:
+                chosen[name] = (e.sign, w, e)
+        tfs: dict[str, int] = {}
+        pathways: dict[str, int] = {}
+        weights: dict[str, float] = {}
+        targets: list[str] = []
+        val: dict[str, float] = {}
+        for name, (sign, w, e) in sorted(chosen.items()):
+            if w < self.min_weight:
+                continue
+            (tfs if e.kind == "tf" else pathways)[e.end] = sign
+            weights[name] = w
+            targets.append(e.target)
+            ev = self.gene_evidence.get(name)
+            if ev:  # the directions the training traces listed under this end (relative to its activity)
+                for g, x in ev.items():
+                    val[g] = val.get(g, 0.0) + sign * w * x
+            else:  # an end no training trace verified: the KB's genes, trusted less
+                kg = self.reach.end_genes.get(name, {})
+                top = max((abs(x) for x in kg.values()), default=1.0)
+                for g, x in kg.items():
+                    val[g] = val.get(g, 0.0) + sign * w * self.kb_gene_scale * x / top
+        if not weights:
+            return None
+        genes = {g: int(np.sign(v)) for g, v in val.items() if v != 0}
+        weights.update({f"gene:{g}": min(abs(v), 1.0) for g, v in val.items() if v != 0})
+        return Mechanism(
+            source="trace-prior",
+            accepted=False,
+            targets=list(dict.fromkeys(targets)),
+            tfs=tfs,
+            pathways=pathways,
+            genes=genes,
+            weights=weights,
+        )
+
+    def mechanisms(self, keys: Sequence[str], drugs: Sequence[str]) -> dict[str, Mechanism]:
+        """condition key → its drug's trace-informed mechanism (one per drug; conditions of drugs without one are
+        absent). Refuses a key the prior was fitted on: a prior must never predict what it has seen."""
+        overlap = set(keys) & self.seen_keys
+        if overlap:
+            raise InputError(f"trace prior asked for {len(overlap)} condition(s) it was fitted on, e.g. {min(overlap)}")
+        cache: dict[str, Mechanism | None] = {}
+        out: dict[str, Mechanism] = {}
+        for k, d in zip(keys, drugs, strict=True):
+            if d not in cache:
+                cache[d] = self.mechanism(d)
+            m = cache[d]
+            if m is not None:
+                out[k] = m
+        return out
+
+
+@dataclass
+class TracePrior:
+    """Leakage-free mechanisms for unseen drugs from a corpus of verified traces of *other* drugs.
+
+    For every end e (TF or pathway) and sign s the KB predicts for a training drug, the drug's support is the share
+    of its conditions whose verified trace has e with sign s; e's live rate is the pooled support over training
+    drugs the KB sends to (e, s), shrunk towards the corpus-wide rate with `strength` pseudo-drugs. An unseen drug
+    gets every KB end with live rate ≥ `min_weight`, weighted by it, and the genes the training traces listed
+    under that end (direction relative to the end's activity, weighted by how often listed); an end never verified
+    falls back on its KB genes × `kb_gene_scale`. Why this can beat ridge on KB features: two drugs with different
+    targets that converge on the same TF share nothing in the target one-hot, but share the end here.
+
+    `cross_fit`: the training rows' own mechanisms are replaced by leave-one-drug-out priors of the training fold
+    (so the model learns how far to trust a prior, not a verified trace); otherwise they keep their verified ones.
+    """
+
+    reach: KbReach
+    strength: float = 1.0
+    min_weight: float = 0.1
+    kb_gene_scale: float = 0.5
+    cross_fit: bool = True
+
+    def fit(self, mechanisms: Mapping[str, Mechanism], keys: Sequence[str], drugs: Sequence[str]) -> FittedTracePrior:
+        """Fit on the conditions `keys` (drug of each in `drugs`); only their mechanisms are read."""
+        by_drug: dict[str, list[str]] = {}
+        for k, d in zip(keys, drugs, strict=True):
+            by_drug.setdefault(d, []).append(k)
+        sums: dict[tuple[str, int], float] = {}
+        cnts: dict[tuple[str, int], int] = {}
+        ev: dict[str, dict[str, float]] = {}
+        n_with: dict[str, int] = {}
+        for d, ks in by_drug.items():
+            mechs = [mechanisms[k] for k in ks if k in mechanisms]
+            support: dict[tuple[str, int], float] = {}
+            for m in mechs:
+                for name, s in _ends_of(m).items():
+                    support[(name, s)] = support.get((name, s), 0.0) + 1.0 / len(ks)
+                    reg = m.regulated.get(name.split(":", 1)[1], {})
+                    if reg:
+                        n_with[name] = n_with.get(name, 0) + 1
+                        e = ev.setdefault(name, {})
+                        for g, gd in reg.items():
+                            e[g] = e.get(g, 0.0) + gd * s  # the gene's sign relative to the end's activity
+            for e in {(f"{x.kind}:{x.end}", x.sign) for x in self.reach.ends.get(d, [])}:
+                sums[e] = sums.get(e, 0.0) + support.get(e, 0.0)
+                cnts[e] = cnts.get(e, 0) + 1
+        total = sum(cnts.values())
+        base = sum(sums.values()) / total if total else 0.0
+        a = self.strength
+        live = {e: (sums[e] + a * base) / (cnts[e] + a) for e in cnts}
+        gene_evidence = {name: {g: x / n_with[name] for g, x in genes.items() if x != 0} for name, genes in ev.items()}
+        return FittedTracePrior(
+            reach=self.reach,
+            live=live,
+            base_rate=base,
+            strength=a,
+            min_weight=self.min_weight,
+            kb_gene_scale=self.kb_gene_scale,
+            gene_evidence=gene_evidence,
+            seen_keys=frozenset(keys),
+            seen_drugs=frozenset(by_drug),
+        )
+
+    def fold(self, train: Any, test: Any) -> tuple[Any, Any]:
+        """One CV fold's `PredictorInputs` with mechanisms from this prior: the test rows get the prior fitted on
+        the training rows only; the training rows keep their verified mechanisms, or (`cross_fit`) get the
+        prior fitted on the training fold without their own drug."""
+        from dataclasses import replace
+
+        tr_keys, tr_drugs = list(train.table.keys), list(train.table.perturbations)
+        own = {k: train.mechanisms[k] for k in tr_keys if k in train.mechanisms}  # training traces, nothing else
+        fitted = self.fit(own, tr_keys, tr_drugs)
+        test_m = fitted.mechanisms(list(test.table.keys), list(test.table.perturbations))
+        if self.cross_fit:
+            train_m: dict[str, Mechanism] = {}
+            for d in sorted(set(tr_drugs)):
+                rest = [i for i, x in enumerate(tr_drugs) if x != d]
+                mine = [i for i, x in enumerate(tr_drugs) if x == d]
+                f = self.fit(own, [tr_keys[i] for i in rest], [tr_drugs[i] for i in rest])
+                train_m.update(f.mechanisms([tr_keys[i] for i in mine], [d] * len(mine)))
+        else:
+            train_m = own
+        return (
+            replace(train, mechanisms=train_m, mechanism_label="trace-prior"),
+            replace(test, mechanisms=test_m, mechanism_label="trace-prior"),
+        )

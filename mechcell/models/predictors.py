@@ -31,6 +31,10 @@ that condition's own measured signature, so feeding it as an input is transducti
 mechanism-first pipeline gains, not a forecast from prior knowledge. The `_aux` models and mechanisms proposed
 from the KB alone avoid that; an oracle (planted) mechanism says how much a correct mechanism is worth.
 
+Leakage-free mechanisms for unseen drugs (`features.TracePrior`, `--mechanisms trace-prior`): per CV fold, the
+verified traces of the training drugs say which KB ends (TFs, pathways) are live and which genes move under them;
+a held-out drug gets its KB targets' reachable ends weighted by those rates. See docs/predictors.md.
+
 Splits (`make_folds`) hold out whole drugs or cell lines; `mechcell.eval.expression.run_experiment` cross-validates
 every model and scores it with the field's metrics (cell-eval definitions), cluster-bootstrap CIs over drugs and
 paired margins against the best baseline per metric (evaluation lives above this layer: models never import eval).
@@ -50,7 +54,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mechcell.errors import InputError, NotFoundError
-from mechcell.models.features import DeltaTable, GroupBy, Mechanism, mechanism_sources
+from mechcell.models.features import DeltaTable, GroupBy, Mechanism, TracePrior, mechanism_sources
 
 if TYPE_CHECKING:
     from mechcell.knowledge import KnowledgeBase
@@ -76,7 +80,7 @@ __all__ = [
 ]
 
 CHECKPOINT_SCHEMA_VERSION = 1
-MechanismMode = Literal["auto", "traces", "oracle", "none"]
+MechanismMode = Literal["auto", "traces", "trace-prior", "oracle", "none"]
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -84,15 +88,21 @@ MechanismMode = Literal["auto", "traces", "oracle", "none"]
 
 @dataclass
 class PredictorInputs:
-    """Everything a predictor may read: the deltas, KB drug features (by drug) and mechanisms (by condition key)."""
+    """Everything a predictor may read: the deltas, KB drug features (by drug) and mechanisms (by condition key).
+
+    `mechanism_prior`: when set, cross-validation replaces the mechanisms fold by fold with this prior fitted on
+    the training fold (`TracePrior.fold`), so a held-out drug's mechanism never comes from its own data."""
 
     table: DeltaTable
     drug_features: dict[str, dict[str, float]]
     mechanisms: dict[str, Mechanism]
     mechanism_label: str = "none"
+    mechanism_prior: TracePrior | None = None
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> PredictorInputs:
-        return PredictorInputs(self.table.subset(idx), self.drug_features, self.mechanisms, self.mechanism_label)
+        return PredictorInputs(
+            self.table.subset(idx), self.drug_features, self.mechanisms, self.mechanism_label, self.mechanism_prior
+        )
 
     def mechanism_of(self, key: str) -> Mechanism | None:
         return self.mechanisms.get(key)
@@ -155,7 +165,7 @@ def _mechanism_gene_matrix(inputs: PredictorInputs, gene_index: Mapping[str, int
         if m is None:
             continue
         has[i] = True
-        for g, s in m.genes.items():
+        for g, s in m.gene_values().items():
             j = gene_index.get(g)
             if j is not None:
                 M[i, j] = s
@@ -658,7 +668,7 @@ class TraceMLP(ExpressionPredictor):
             mt = torch.as_tensor(M, dtype=torch.float32)
             ht = torch.as_tensor(has & self.mechanism_input)
             yt = torch.as_tensor((Y - self.y_mu) / self.y_sd, dtype=torch.float32)
-            flag_t = torch.as_tensor(M + 1, dtype=torch.long)  # 0 down, 1 none, 2 up
+            flag_t = torch.as_tensor(np.sign(M) + 1, dtype=torch.long)  # 0 down, 1 none, 2 up (weights dropped)
             has_t = torch.as_tensor(has)
             decay = [p for n, p in net.named_parameters() if n.startswith(("trunk", "delta", "flags"))]
             free = [p for n, p in net.named_parameters() if not n.startswith(("trunk", "delta", "flags"))]
@@ -866,7 +876,9 @@ def prepare_inputs(
     """Deltas, KB drug features and mechanisms for one dataset, plus a description of what was used.
 
     dataset: a dataset id registered in `store`, a dataset path (h5ad / Tahoe), or None (the store's only
-    dataset). mechanisms: `traces` (the store's traces), `oracle` (the planted graphs of `truth`, default
+    dataset). mechanisms: `traces` (the store's traces), `trace-prior` (the store's traces as a corpus: cross-
+    validation fits a `TracePrior` per fold on the training fold's traces and gives held-out drugs its KB-path
+    mechanisms; leakage-free), `oracle` (the planted graphs of `truth`, default
     truth.json beside the dataset), `auto` (traces when the store holds any for these conditions, else the oracle
     when a truth file is found, else none), `none`.
     """
@@ -875,13 +887,14 @@ def prepare_inputs(
     from mechcell.knowledge import KnowledgeBase, load_kb
     from mechcell.models.features import (
         kb_drug_features,
+        kb_reach,
         mechanisms_from_traces,
         mechanisms_from_truth,
         pseudobulk_deltas,
     )
 
-    if mechanisms not in ("auto", "traces", "oracle", "none"):
-        raise InputError(f"--mechanisms {mechanisms!r}: choose auto, traces, oracle or none")
+    if mechanisms not in ("auto", "traces", "trace-prior", "oracle", "none"):
+        raise InputError(f"--mechanisms {mechanisms!r}: choose auto, traces, trace-prior, oracle or none")
     info: dict[str, Any] = {"store": None if store is None else str(store)}
     st = None
     if store is not None and Path(store).is_file():
@@ -916,20 +929,23 @@ def prepare_inputs(
             ds.close()
         own_kb = not isinstance(kb, KnowledgeBase)
         kbo = kb if isinstance(kb, KnowledgeBase) else load_kb(kb)
+        reach = None
         try:
             feats = kb_drug_features(kbo, set(table.perturbations))
+            if mechanisms == "trace-prior":
+                reach = kb_reach(kbo, set(table.perturbations))
             info["kb_version"] = kbo.version
         finally:
             if own_kb:
                 kbo.close()
         mech: dict[str, Mechanism] = {}
         label = "none"
-        if mechanisms in ("auto", "traces") and st is not None:
+        if mechanisms in ("auto", "traces", "trace-prior") and st is not None:
             from mechcell.datasets.traces import TraceStore
 
             mech = mechanisms_from_traces(TraceStore(st), table.keys, accepted_only=accepted_only)
             label = "traces" if mech else "none"
-        if mechanisms == "traces" and not mech:
+        if mechanisms in ("traces", "trace-prior") and not mech:
             raise NotFoundError(
                 f"no {'accepted ' if accepted_only else ''}traces for the dataset's conditions in {store}; "
                 "build them (`mechcell demo`, `mechcell traces build`) or pass --mechanisms oracle"
@@ -945,6 +961,10 @@ def prepare_inputs(
             elif mechanisms == "oracle":
                 raise NotFoundError(f"no truth.json for the oracle mechanisms (looked at {tp}); pass --truth")
         info.update(mechanism_source=label, n_with_mechanism=sum(k in mech for k in table.keys))
+        if reach is not None:
+            # cross-validation swaps in the per-fold prior; a plain fit keeps the verified traces
+            info["mechanism_source"] = "trace-prior"
+            return PredictorInputs(table, feats, mech, "trace-prior", TracePrior(reach)), info
         return PredictorInputs(table, feats, mech, mechanism_sources(mech) if mech else label), info
     finally:
         if st is not None:
@@ -989,7 +1009,10 @@ def fit_predictors(
     by: GroupBy = "drug",
     params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, ExpressionPredictor]:
-    """Every requested model (baselines included) fitted on all conditions of `inputs`."""
+    """Every requested model (baselines included) fitted on all conditions of `inputs`. With a mechanism prior,
+    the training rows get the mechanisms cross-validation trained on (`TracePrior.fold` with no held-out rows)."""
+    if inputs.mechanism_prior is not None:
+        inputs = inputs.mechanism_prior.fold(inputs, inputs.subset([]))[0]
     groups = inputs.table.groups(by)
     return {
         m: make_predictor(m, seed=seed, **dict((params or {}).get(m, {}))).fit(inputs, groups)
@@ -1086,4 +1109,4 @@ def align_genes(inputs: PredictorInputs, genes: Sequence[str]) -> PredictorInput
         dataset_id=t.dataset_id,
         meta=t.meta,
     )
-    return PredictorInputs(nt, inputs.drug_features, inputs.mechanisms, inputs.mechanism_label)
+    return PredictorInputs(nt, inputs.drug_features, inputs.mechanisms, inputs.mechanism_label, inputs.mechanism_prior)

@@ -11,6 +11,7 @@ to 0; D* below `fragile_below` marks the claim fragile.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,14 @@ def _table(a: np.ndarray, y: np.ndarray) -> pd.DataFrame | None:
 
 
 def _bp(t: pd.DataFrame, bias: str) -> float | None:
+    return _bp_cached(tuple(float(x) for x in t["prob"]), bias)
+
+
+@lru_cache(maxsize=4096)
+def _bp_cached(probs: tuple[float, ...], bias: str) -> float | None:
+    """Memoised on the table's cell probabilities (rows A×Y in `_table`'s fixed order): the pipeline verifies many
+    candidates of one condition that share claims, and the bisection is most of a panel's time."""
+    t = pd.DataFrame({"A": [0, 0, 1, 1], "Y": [0, 1, 0, 1], "P": [1, 1, 1, 1], "prob": list(probs)})
     try:
         d = breaking_point(t, "ppv", bias, 0.0, tol=1e-3)  # type: ignore[arg-type]  # D* to 3 decimals
     except Exception:

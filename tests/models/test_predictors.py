@@ -18,11 +18,13 @@ from mechcell.datasets.store import Store
 from mechcell.datasets.synthetic import SyntheticWorldConfig, Truth, generate_world, load_truth
 from mechcell.datasets.traces import Provenance, Trace, TraceConfig, TraceMetrics, TraceStore
 from mechcell.errors import InputError
-from mechcell.eval.expression import run_experiment
+from mechcell.eval.expression import fold_inputs, run_experiment
 from mechcell.graphs import parse_text
 from mechcell.models.features import (
     DeltaTable,
     Mechanism,
+    TracePrior,
+    kb_reach,
     mechanism_from_graph,
     mechanisms_from_traces,
     mechanisms_from_truth,
@@ -444,3 +446,157 @@ def test_mechanism_type_is_frozen() -> None:
     m = Mechanism(source="oracle", genes={"A": 1})
     with pytest.raises(ValueError):
         m.genes = {}  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------------ trace prior
+
+
+@pytest.fixture(scope="module")
+def reach(inputs: PredictorInputs) -> object:
+    from mechcell.knowledge import load_kb
+
+    kb = load_kb(None)
+    try:
+        return kb_reach(kb, set(inputs.table.perturbations))
+    finally:
+        kb.close()
+
+
+def test_kb_reach_contains_the_planted_ends_with_their_signs(world: tuple[Path, Truth], reach: object) -> None:
+    """The world plants every mechanism along signed KB paths, so the data-free KB reach of a drug must contain
+    its planted TFs and pathways with the planted direction (an end reached by disagreeing shortest paths may
+    be missed: ≥ 90 % required), and it must not be everything (a reach that lists every end is useless)."""
+    _, truth = world
+    hit = total = 0
+    for d in truth.drugs:
+        if not d.active:
+            continue
+        got = {(f"{e.kind}:{e.end}", e.sign) for e in reach.ends[d.drug]}  # type: ignore[attr-defined]
+        want = {(f"tf:{k}", 1 if v == "up" else -1) for k, v in d.tfs.items()}
+        want |= {(f"pathway:{k}", 1 if v == "up" else -1) for k, v in d.pathways.items()}
+        hit += len(want & got)
+        total += len(want)
+    assert total > 0 and hit / total >= 0.9, (hit, total)
+    all_ends = set(reach.end_genes)  # type: ignore[attr-defined]
+    assert any(len({f"{e.kind}:{e.end}" for e in es}) < len(all_ends) for es in reach.ends.values())  # type: ignore[attr-defined]
+
+
+def _garbage(reach: object, drugs: list[str], keys: list[str]) -> dict[str, Mechanism]:
+    """A mechanism per condition naming every KB end with the opposite of its KB sign and flipped genes: what a
+    leaky prior would pick up if it read these conditions' traces."""
+    out = {}
+    for k, d in zip(keys, drugs, strict=True):
+        ends = reach.ends.get(d, [])  # type: ignore[attr-defined]
+        tfs = {e.end: -e.sign for e in ends if e.kind == "tf"}
+        pws = {e.end: -e.sign for e in ends if e.kind == "pathway"}
+        reg = {e.end: {f"GENE{i}": 1 for i in range(5)} for e in ends}
+        out[k] = Mechanism(source="garbage", tfs=tfs, pathways=pws, regulated=reg, genes={"GENE0": 1})
+    return out
+
+
+def test_trace_prior_per_fold_never_reads_the_held_out_drugs_traces(inputs: PredictorInputs, reach: object) -> None:
+    """Leakage guard. Corpus: the planted mechanisms (a perfect pipeline's traces). For every fold of a CV by drug,
+    the held-out rows' prior mechanisms must be identical whether the held-out drugs' traces are right, garbage
+    or absent; and so must each training drug's cross-fit mechanism when only its own traces change. Control
+    (the check can fail): garbage in the *training* drugs' traces does change the held-out mechanisms."""
+    t = inputs.table
+    for cross_fit in (True, False):
+        base = PredictorInputs(
+            t, inputs.drug_features, inputs.mechanisms, "oracle", TracePrior(reach, cross_fit=cross_fit)
+        )  # type: ignore[arg-type]
+        for f in make_folds(t, "drug", n_folds=4, seed=0):
+            tr, te = fold_inputs(base, f.train, f.test)
+            assert te.mechanisms and all(m.source == "trace-prior" for m in te.mechanisms.values())
+            assert not set(te.mechanisms) & set(tr.mechanisms)
+            test_keys = [t.keys[i] for i in f.test]
+            test_drugs = [t.perturbations[i] for i in f.test]
+            for corrupt in (_garbage(reach, test_drugs, test_keys), None):
+                mech = dict(inputs.mechanisms)
+                for k in test_keys:
+                    mech.pop(k, None)
+                if corrupt is not None:
+                    mech.update(corrupt)
+                other = PredictorInputs(t, inputs.drug_features, mech, "oracle", base.mechanism_prior)
+                tr2, te2 = fold_inputs(other, f.train, f.test)
+                assert te2.mechanisms == te.mechanisms
+                assert tr2.mechanisms == tr.mechanisms
+            train_keys = [t.keys[i] for i in f.train]
+            train_drugs = [t.perturbations[i] for i in f.train]
+            mech = {**inputs.mechanisms, **_garbage(reach, train_drugs, train_keys)}
+            _, te3 = fold_inputs(
+                PredictorInputs(t, inputs.drug_features, mech, "oracle", base.mechanism_prior), f.train, f.test
+            )
+            assert te3.mechanisms != te.mechanisms
+            if cross_fit:  # one training drug's own traces never shape its own training-row mechanism
+                d = train_drugs[0]
+                mine = [k for k, x in zip(train_keys, train_drugs, strict=True) if x == d]
+                mech = {**inputs.mechanisms, **_garbage(reach, [d] * len(mine), mine)}
+                tr4, _ = fold_inputs(
+                    PredictorInputs(t, inputs.drug_features, mech, "oracle", base.mechanism_prior), f.train, f.test
+                )
+                assert {k: tr4.mechanisms.get(k) for k in mine} == {k: tr.mechanisms.get(k) for k in mine}
+    fitted = TracePrior(reach).fit(inputs.mechanisms, t.keys[:4], t.perturbations[:4])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="fitted on"):
+        fitted.mechanisms(t.keys[:1], t.perturbations[:1])
+
+
+def _ends(m: Mechanism) -> set[str]:
+    return {f"tf:{k}" for k in m.tfs} | {f"pathway:{k}" for k in m.pathways}
+
+
+def test_trace_prior_carries_verified_ends_to_a_drug_with_other_targets(
+    world: tuple[Path, Truth], inputs: PredictorInputs, reach: object
+) -> None:
+    """Where the world lets one drug borrow from another (a planted end shared without a shared KB target), the
+    prior fitted on the other drugs' planted mechanisms gives the held-out drug that end with its planted sign,
+    weighted above every end no training trace verified, and gene directions that mostly match the planted ones."""
+    _, truth = world
+    info = {d.drug: d for d in truth.drugs}
+    t = inputs.table
+    checked = 0
+    for d in sorted(x for x in info if info[x].active):
+        ends = {f"tf:{k}": 1 if v == "up" else -1 for k, v in info[d].tfs.items()}
+        ends |= {f"pathway:{k}": 1 if v == "up" else -1 for k, v in info[d].pathways.items()}
+        train = [i for i, x in enumerate(t.perturbations) if x != d]
+        donors = [
+            o for o in info.values() if o.active and o.drug != d and not set(o.kb_targets) & set(info[d].kb_targets)
+        ]
+        shared = {e for o in donors for e in ends if e.split(":", 1)[1] in set(o.tfs) | set(o.pathways)}
+        if not shared:
+            continue
+        prior = TracePrior(reach).fit(  # type: ignore[arg-type]
+            inputs.mechanisms, [t.keys[i] for i in train], [t.perturbations[i] for i in train]
+        )
+        m = prior.mechanism(d)
+        assert m is not None
+        seen = {e for i in train if (x := inputs.mechanisms.get(t.keys[i])) is not None for e in _ends(x)}
+        unverified = max((w for (e, _), w in prior.live.items() if e not in seen), default=0.0)
+        got = {f"tf:{k}": v for k, v in m.tfs.items()} | {f"pathway:{k}": v for k, v in m.pathways.items()}
+        for e in shared:
+            assert got.get(e) == ends[e], (d, e, got)
+            assert m.weights[e] > unverified, (d, e, m.weights[e], unverified)
+        planted = {g: int(np.sign(v)) for g, v in info[d].base_log2fc.items()}
+        both = [g for g in planted if g in m.genes]
+        assert both and np.mean([m.genes[g] == planted[g] for g in both]) >= 0.8, d
+        checked += 1
+    assert checked >= 1
+
+
+def test_trace_prior_source_runs_every_trace_model_from_a_real_store(world: tuple[Path, Truth], tmp_path: Path) -> None:
+    """`prepare_inputs(mechanisms="trace-prior")` reads the store's traces as the corpus and the KB paths; CV
+    swaps in the per-fold prior (weighted gene directions reach the MLP's flag head as signs) and labels it."""
+    out, _ = world
+    store = _store_with_traces(world, tmp_path / "p.duckdb")
+    inp, info = prepare_inputs(store, None, mechanisms="trace-prior")
+    assert inp.mechanism_prior is not None and info["mechanism_source"] == "trace-prior"
+    res = run_experiment(inp, by="drug", models="trace_ridge,trace_mlp", n_folds=3, seed=0, n_boot=200, params=FAST)
+    assert res.mechanism_source == "trace-prior"
+    for m in ("trace_ridge", "trace_mlp"):
+        v = np.array([x for x in res.values[m]["pearson_delta"] if x is not None])
+        assert v.size > 0 and np.isfinite(v).all()
+    # a final fit trains on leave-one-drug-out priors, as the CV did, and saves under the prior's label
+    fitted = fit_predictors(inp, "trace_ridge", seed=0)
+    assert np.isfinite(fitted["trace_ridge"].predict(inp)).all()
+    save_predictors(tmp_path / "ck", fitted, inp, seed=0)
+    ck, _ = load_predictors(tmp_path / "ck")
+    assert ck.mechanism_source == "trace-prior"
