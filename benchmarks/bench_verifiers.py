@@ -15,16 +15,21 @@ Claims scored (all on one world, signatures by the datasets code vs plate-matche
   conditions whose effect scale is below the world's `min_active_effect` (the truth counts them inactive);
 - null claims: per active condition a random TF's activity and a random list of 5 measured genes (not planted, not
   cell-cycle genes, which a drug-induced arrest moves) under a random TF, random directions; goal false support ≤ 5 %.
+Where true claims stay unsupported: a breakdown by claim kind × effect-scale bin (support rate), by kind × bin ×
+status × the rule that decided (the verdict's reason reduced to a class), and by condition; `--dump FILE` writes
+every true claim's verdict as JSON lines (docs/verifiers.md, "True claims left unsupported").
 Throughput: graphs verified per second for a 10-node graph with the full KB (../shared/kb, when present), printed
 beside the structural check alone (the baseline, same process).
 
-    python benchmarks/bench_verifiers.py [--seed 0] [--drugs 12] [--kb ../shared/kb] [--no-cells]
+    python benchmarks/bench_verifiers.py [--seed 0] [--drugs 12] [--kb ../shared/kb] [--no-cells] [--dump F] [--top N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import re
 import tempfile
 import time
 from collections import Counter
@@ -47,6 +52,49 @@ from mechcell.verifiers.doses import dose_series
 from mechcell.verifiers.panel import run_panel
 
 DIR = {1: "up", -1: "down"}
+DATA = ("expression", "expression-dr")
+EFFECT_BINS = ((0.5, "≥ 0.5"), (0.25, "0.25–0.5"), (0.0, "< 0.25"))
+# reason text → a short class (first match wins); numbers and names vary, the rule that decided does not
+REASON_CLASSES = (
+    ("no readout of", "silent drug, no RNA readout"),
+    ("no footprint or regulon", "no footprint/regulon"),
+    ("weighted genes are measured", "too few footprint genes measured"),
+    ("is not measured", "gene not measured"),
+    ("below the effect floor at every dose", "below the effect floor at every dose"),
+    ("below the floor", "below the effect floor"),
+    ("not significant along the dose series", "pooled test not significant"),
+    ("goes the other way at this dose", "other sign at this dose"),
+    ("other sign at this dose", "other sign at this dose"),
+    ("barely moves", "own-dose gate (own p ≥ dose_own_level)"),
+    ("no clear change", "footprint not significant"),
+    ("does not move as a whole", "list not significant"),
+    ("not significant", "not significant"),
+    ("goes down, not", "contradicted: gene goes the other way"),
+    ("goes up, not", "contradicted: gene goes the other way"),
+    ("the other way", "contradicted: other way"),
+    ("no distributional change", "DR test not significant"),
+)
+
+
+def effect_bin(scale: float) -> str:
+    return next(label for lo, label in EFFECT_BINS if scale >= lo)
+
+
+def reason_class(reason: str) -> str:
+    """A verdict's reason text reduced to the rule that decided it ("consequence:" marks a binding judged by its
+    target's downstream footprint)."""
+    pre = "consequence: " if reason.startswith("consequence of ") else ""
+    for pat, label in REASON_CLASSES:
+        if pat in reason:
+            return pre + label
+    return pre + re.sub(r"[-+]?\d[\d.eE+-]*", "#", reason)[:60]
+
+
+def deciding_verdict(report, claim_id: str, status: str):
+    """The verdict behind the panel's status of one claim: a data verifier's when one had its say (data first)."""
+    vs = [v for v in report.verdicts if v.claim.id == claim_id and v.status == status]
+    data = [v for v in vs if v.verifier in DATA]
+    return (data or vs or [None])[0]
 
 
 def graph_of(nodes: list, edges: list[tuple[str, str]]) -> ActionGraph:
@@ -63,6 +111,8 @@ def main() -> None:
     ap.add_argument("--no-cells", action="store_true")
     ap.add_argument("--no-dose-pooling", action="store_true", help="judge each dose on its own data (baseline)")
     ap.add_argument("--own-level", type=float, default=None, help="PanelSettings.dose_own_level (default: its default)")
+    ap.add_argument("--dump", type=str, default=None, help="write every true claim's verdict as JSON lines here")
+    ap.add_argument("--top", type=int, default=12, help="rows of each breakdown table")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="bench_verifiers_"))
@@ -109,6 +159,7 @@ def main() -> None:
     t_panel, n_panel = 0.0, 0
     last_report: list = [None]
     supported_decoys: list[str] = []
+    true_rows: list[dict] = []  # every true claim: kind × effect bin × reason × condition (the breakdown)
     decoy_class = classify_decoys(kb, truth)  # KB + planted mechanism only: fixed before any verdict
     cls_label = {
         "identifiable": "identifiable",
@@ -145,9 +196,39 @@ def main() -> None:
                     tally["sub-threshold"][status] += 1
         if ct.active and ct.graph:
             g = truth.graph(key)
-            for status in panel(g).values():
+            planted_lfc = {x.gene: x.log2fc for x in ct.up + ct.down}
+            for cid, status in panel(g).items():
                 tally["true"][status] += 1
                 tally["true, effect ≥ 0.5" if ct.effect_scale >= 0.5 else "true, effect < 0.5"][status] += 1
+                rep_ = last_report[0]
+                claim = next(c for c in rep_.claims if c.claim_id == cid)
+                v = deciding_verdict(rep_, cid, status)
+                vc = v.claim if v is not None else None
+                true_rows.append(
+                    {
+                        "condition": key,
+                        "drug": ct.drug,
+                        "context": ct.context,
+                        "dose": ct.dose,
+                        "effect_scale": ct.effect_scale,
+                        "effect_bin": effect_bin(ct.effect_scale),
+                        "claim_id": cid,
+                        "kind": claim.kind,
+                        "object": vc.object if vc else None,
+                        "direction": vc.direction if vc else None,
+                        "n_genes": len(vc.genes) if vc else 0,
+                        "planted_log2fc": planted_lfc.get(vc.object) if vc and claim.kind == "expression" else None,
+                        "status": status,
+                        "verifier": v.verifier if v else None,
+                        "reason": v.reason if v else "",
+                        "reason_class": reason_class(v.reason) if v else "no verdict",
+                        "p_value": v.p_value if v else None,
+                        "statistic": v.statistic if v else None,
+                        "diagnostics": {
+                            k: x for k, x in (v.diagnostics if v else {}).items() if isinstance(x, (int, float, str))
+                        },
+                    }
+                )
         for d in truth.decoys:
             if d.drug != ct.drug:
                 continue
@@ -225,6 +306,10 @@ def main() -> None:
     print(f"\ntrue checkable claims supported: {tr['supported'] / max(chk, 1):.3f} (goal ≥ 0.90)")
     strong = tally["true, effect ≥ 0.5"]
     print(f"  ... in conditions with effect scale ≥ 0.5: {strong['supported'] / max(sum(strong.values()), 1):.3f}")
+    true_breakdown(true_rows, args.top)
+    if args.dump:
+        Path(args.dump).write_text("".join(json.dumps(r) + "\n" for r in true_rows))
+        print(f"  ({len(true_rows)} true-claim verdicts written to {args.dump})")
     print(f"decoy claims not supported:      {1 - de['supported'] / max(sum(de.values()), 1):.3f} (goal ≥ 0.95)")
     for label in cls_label.values():
         c = tally[f"decoy, {label}"]
@@ -247,6 +332,37 @@ def main() -> None:
         f"{'without' if args.no_cells else 'with'} cell-level tests, world KB)"
     )
     throughput(Path(args.full_kb), store, truth, args.seed)
+
+
+def true_breakdown(rows: list[dict], top: int) -> None:
+    """Where the unsupported true claims are: kind × effect bin (support rate), kind × effect bin × reason, and
+    the conditions carrying most of them."""
+    print("\ntrue claims by kind × effect scale (supported / checkable):")
+    kinds = sorted({r["kind"] for r in rows})
+    bins = [label for _, label in EFFECT_BINS]
+    print(f"  {'kind':18s}" + "".join(f"{'effect ' + b:>20s}" for b in bins) + f"{'all':>14s}")
+    for k in kinds:
+        cells = []
+        for b in [*bins, None]:
+            rs = [r for r in rows if r["kind"] == k and (b is None or r["effect_bin"] == b)]
+            chk = [r for r in rs if r["status"] != "uncheckable"]
+            sup = sum(r["status"] == "supported" for r in chk)
+            cells.append(f"{sup}/{len(chk)} ({sup / len(chk):.2f})" if chk else "-")
+        print(f"  {k:18s}" + "".join(f"{c:>20s}" for c in cells[:-1]) + f"{cells[-1]:>14s}")
+    bad = [r for r in rows if r["status"] in ("inconclusive", "contradicted")]
+    print(f"unsupported true claims ({len(bad)}) by kind × effect scale × status × reason:")
+    cnt = Counter((r["kind"], r["effect_bin"], r["status"], r["reason_class"]) for r in bad)
+    for (k, b, st, why), n in cnt.most_common(top):
+        print(f"  {n:5d}  {k:18s} effect {b:9s} {st:12s} {why}")
+    if len(cnt) > top:
+        print(f"  ... {len(cnt) - top} more rows ({sum(n for _, n in cnt.most_common()[top:])} claims)")
+    by_cond = Counter(r["condition"] for r in bad)
+    n_cond = Counter(r["condition"] for r in rows)
+    scale = {r["condition"]: r["effect_scale"] for r in rows}
+    print(f"unsupported true claims by condition ({len(by_cond)} of {len(n_cond)} conditions):")
+    for key, n in by_cond.most_common(top):
+        why = Counter(r["reason_class"] for r in bad if r["condition"] == key).most_common(1)[0][0]
+        print(f"  {n:4d}/{n_cond[key]:<4d} {key:42s} effect {scale[key]:.3f}; mostly: {why}")
 
 
 def throughput(full_kb: Path, store: Store, truth, seed: int) -> None:
