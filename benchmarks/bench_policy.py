@@ -19,10 +19,18 @@ differences (f-TB α=½ − TB on diversity; policy − local on reward and reca
 differences and as a bootstrap over held-out conditions stratified by seed (the condition within its world is the
 unit; it ignores between-world variance). Per-condition rows go to `_out/policy_seeds.json`.
 
+Decoding: every policy row is decoded exactly (the most probable graph by best-first search); the α=½ model is
+also decoded by the round-2 beam and by MBR (consensus of its 16 most probable graphs), and per model the run
+records how often exact and beam disagree (`decoding` in the JSON).
+
+`--inner-val`: the explain-bonus decision without the held-out drugs. The training drugs are split again; α=½ with
+and without the bonus is trained on the inner part and scored on the inner validation drugs; the decision rule
+(recall gain's bootstrap lower bound > 0 and reward's > −0.02) is applied and printed (`_out/policy_inner_val.md`).
+
 Usage: .venv/bin/python benchmarks/bench_policy.py [--seeds 0,1,2] [--drugs 10] [--steps 120] [--bc-steps 150]
-    [--k 16] [--explain-weight 0.5] [--set key=value ...]
+    [--k 16] [--explain-weight 0.5] [--set key=value ...] [--inner-val] [--out-json F] [--out-md F]
     (--set: PolicyTrainConfig fields; `policy.key=value` for PolicyConfig fields)
-About 6 minutes per seed on two cores (the panel is ~90 % of it).
+About 4–7 minutes per seed on two busy cores (the panel is ~85 % of it).
 """
 
 from __future__ import annotations
@@ -42,11 +50,15 @@ from _machine import machine
 
 OUT = Path(__file__).resolve().parent / "_out" / "policy.md"
 OUT_JSON = Path(__file__).resolve().parent / "_out" / "policy_seeds.json"
+OUT_INNER = Path(__file__).resolve().parent / "_out" / "policy_inner_val.md"
 NAMES = {
     "bc": "policy (BC only)",
     "half": "policy (BC + f-TB α=½)",
     "tb": "policy (BC + f-TB α=1, TB)",
+    "half_beam": "policy (BC + f-TB α=½), beam decoding",
+    "half_mbr": "policy (BC + f-TB α=½), MBR decoding",
     "explain": "policy (BC + f-TB α=½, explain bonus)",
+    "explain_beam": "policy (BC + f-TB α=½, explain bonus), beam decoding",
     "local": "local",
 }
 METRICS = ("mean_reward", "accepted", "edge_precision", "edge_recall", "mean_distinct_accepted", "mean_ends")
@@ -66,32 +78,16 @@ def _overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     return train, pol
 
 
-def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One world (its own seed), one drug split, BC → f-TB α=½ and α=1 → held-out evaluation; the rows as JSON."""
-    import torch
-
+def prepare(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One world (its own seed), its signatures in a store, the outer drug split and the local proposer's traces of
+    the training drugs (the BC data)."""
     from mechcell.agents.pipeline import Pipeline, PipelineConfig
     from mechcell.datasets.readers import open_dataset
     from mechcell.datasets.signatures import compute_signatures
     from mechcell.datasets.store import Store
     from mechcell.datasets.synthetic import SyntheticWorldConfig, generate_world, load_truth
-    from mechcell.datasets.traces import TraceStore
     from mechcell.knowledge import load_kb
-    from mechcell.models.policy import PolicyConfig, PolicyModel
-    from mechcell.models.train_policy import (
-        PolicyTrainConfig,
-        RewardCache,
-        attempts_offpolicy,
-        demonstrations,
-        eval_table,
-        evaluate_local,
-        evaluate_policy,
-        load_conditions,
-        n_ends,
-        split_by_drug,
-        train_bc,
-        train_ftb,
-    )
+    from mechcell.models.train_policy import split_by_drug
 
     t0 = time.perf_counter()
     root = (args.keep / f"seed{seed}") if args.keep else Path(tempfile.mkdtemp(prefix="bench_policy_"))
@@ -117,19 +113,83 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         kb=kb, store=store, proposer="local", config=PipelineConfig(n_candidates=3, max_rounds=1, use_cells=False)
     ) as pipe:
         pipe.run_many(train_keys)
-    t_data = time.perf_counter() - t0
     held_drugs = ", ".join(sorted({truth.condition(k).drug for k in held_keys}))
     print(
         f"[seed {seed}] world: {args.drugs} drugs, {len(keys)} conditions ({len(truth.active_keys())} active);"
         f" train {len(train_keys)} / held out {len(held_keys)} (drugs: {held_drugs});"
-        f" data + local traces {t_data:.1f} s",
+        f" data + local traces {time.perf_counter() - t0:.1f} s",
         flush=True,
     )
+    return {
+        "root": root,
+        "truth": truth,
+        "store": store,
+        "kb": kb,
+        "keys": keys,
+        "train_keys": train_keys,
+        "held_keys": held_keys,
+        "held_drugs": held_drugs,
+    }
+
+
+def _config(seed: int, args: argparse.Namespace) -> Any:
+    from mechcell.models.policy import PolicyConfig
+    from mechcell.models.train_policy import PolicyTrainConfig
+
     tr_over, pol_over = _overrides(args.set)
-    config = PolicyTrainConfig(
+    return PolicyTrainConfig(
         seed=seed, bc_steps=args.bc_steps, steps=args.steps, policy=PolicyConfig(seed=seed, **pol_over), **tr_over
     )
-    with Store(store, read_only=True) as st:
+
+
+def _decoding_rows(model: Any, items: list[Any]) -> list[dict[str, Any]]:
+    """Per condition: the exact decoder's and the beam's top graph (log P_T, actions, same graph?)."""
+    out = []
+    for it in items:
+        ex = model.decode(it.env, 1, method="exact")
+        bm = model.decode(it.env, 1, method="beam")
+        (lpe, te), (lpb, tb) = ex.ranked[0], bm.ranked[0]
+        out.append(
+            {
+                "key": it.key,
+                "exact_log_p": lpe,
+                "beam_log_p": lpb,
+                "exact_actions": len(te.actions),
+                "beam_actions": len(tb.actions),
+                "same": te.actions == tb.actions,
+                "certified": ex.certified,
+                "expansions": ex.expansions,
+            }
+        )
+    return out
+
+
+def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """BC → f-TB α=½, α=1 (and α=½ with the explain bonus) on the training drugs → held-out evaluation (exact
+    decoding; the α=½ models also with the round-2 beam); the rows as JSON."""
+    import torch
+
+    from mechcell.datasets.store import Store
+    from mechcell.datasets.traces import TraceStore
+    from mechcell.models.policy import PolicyModel
+    from mechcell.models.train_policy import (
+        RewardCache,
+        attempts_offpolicy,
+        demonstrations,
+        eval_table,
+        evaluate_local,
+        evaluate_policy,
+        load_conditions,
+        n_ends,
+        train_bc,
+        train_ftb,
+    )
+
+    t0 = time.perf_counter()
+    d = prepare(seed, args)
+    truth, kb, keys, train_keys, held_keys = d["truth"], d["kb"], d["keys"], d["train_keys"], d["held_keys"]
+    config = _config(seed, args)
+    with Store(d["store"], read_only=True) as st:
         items = load_conditions(st, kb, config.policy, keys)
         train = [it for it in items if it.key in set(train_keys)]
         held = [it for it in items if it.key in set(held_keys)]
@@ -151,12 +211,13 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     evals = [evaluate_policy(NAMES["bc"], bc, held, rewards, truth=truth, kb=kb, k=args.k, seed=seed)]
+    decoding = {"bc": _decoding_rows(bc, held)}
     variants = [(0.5, "half", 0.0), (1.0, "tb", 0.0)]
     if args.explain_weight > 0:
         variants.append((0.5, "explain", args.explain_weight))
     for alpha, tag, ew in variants:
         m = copy.deepcopy(bc)
-        c = config.model_copy(update={"alpha": alpha, "explain_weight": ew or config.explain_weight})
+        c = config.model_copy(update={"alpha": alpha, "explain_weight": ew})
         t = time.perf_counter()
         curve = train_ftb(m, train, c, rewards, offpolicy=offp)
         print(
@@ -165,24 +226,95 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         evals.append(evaluate_policy(NAMES[tag], m, held, rewards, truth=truth, kb=kb, k=args.k, seed=seed))
+        for dec in ("beam", "mbr"):
+            if f"{tag}_{dec}" in NAMES:
+                name = NAMES[f"{tag}_{dec}"]
+                evals.append(evaluate_policy(name, m, held, rewards, truth=truth, kb=kb, k=0, decoding=dec))
+        decoding[tag] = _decoding_rows(m, held)
     evals.append(evaluate_local(held, rewards, truth=truth, kb=kb))
     rows = eval_table(evals)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"[seed {seed}] held-out conditions (whole drugs):")
     print("\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in rows))
+    for tag, drows in decoding.items():
+        print(
+            f"[seed {seed}] decoding {tag}: exact ≠ beam in {sum(not r['same'] for r in drows)}/{len(drows)};"
+            f" log P_T gain {sum(r['exact_log_p'] - r['beam_log_p'] for r in drows) / len(drows):.3f};"
+            f" actions exact {sum(r['exact_actions'] for r in drows) / len(drows):.2f}"
+            f" vs beam {sum(r['beam_actions'] for r in drows) / len(drows):.2f};"
+            f" certified {sum(r['certified'] for r in drows)}/{len(drows)}",
+            flush=True,
+        )
     print(
         f"[seed {seed}] panel calls {rewards.calls} ({rewards.seconds:.1f} s); seed total"
         f" {time.perf_counter() - t0:.1f} s",
         flush=True,
     )
     if args.keep is None:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(d["root"], ignore_errors=True)
     return {
         "seed": seed,
-        "held_drugs": held_drugs,
+        "held_drugs": d["held_drugs"],
         "n_demo_ends": demo_ends,
         "evals": [e.model_dump(mode="json") for e in evals],
+        "decoding": decoding,
     }
+
+
+def run_inner(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The explain-bonus decision without the held-out drugs: the training drugs are split again (inner train /
+    inner validation, whole drugs), BC → f-TB α=½ with and without the bonus on the inner train, both scored on the
+    inner validation. The outer held-out drugs are never loaded."""
+    import torch
+
+    from mechcell.datasets.store import Store
+    from mechcell.datasets.traces import TraceStore
+    from mechcell.models.policy import PolicyModel
+    from mechcell.models.train_policy import (
+        RewardCache,
+        attempts_offpolicy,
+        demonstrations,
+        eval_table,
+        evaluate_policy,
+        load_conditions,
+        split_by_drug,
+        train_bc,
+        train_ftb,
+    )
+
+    t0 = time.perf_counter()
+    d = prepare(seed, args)
+    truth, kb = d["truth"], d["kb"]
+    outer_train = d["train_keys"]
+    inner_train, inner_val = split_by_drug(
+        outer_train, lambda k: truth.condition(k).drug, frac=args.holdout, seed=seed + 1000
+    )
+    config = _config(seed, args)
+    with Store(d["store"], read_only=True) as st:
+        items = load_conditions(st, kb, config.policy, outer_train)
+        train = [it for it in items if it.key in set(inner_train)]
+        val = [it for it in items if it.key in set(inner_val)]
+        traces = TraceStore(st)
+        demos, _ = demonstrations(traces, train)
+        offp = attempts_offpolicy(traces, train)
+    val_drugs = ", ".join(sorted({truth.condition(k).drug for k in inner_val}))
+    print(f"[seed {seed}] inner split: train {len(train)} / validation {len(val)} (drugs: {val_drugs})", flush=True)
+    rewards = RewardCache(kb, config.panel, config.abstain_value)
+    torch.manual_seed(seed)
+    bc = PolicyModel(config.policy)
+    train_bc(bc, demos, config)
+    evals = []
+    for tag, ew in (("half", 0.0), ("explain", args.explain_weight)):
+        m = copy.deepcopy(bc)
+        train_ftb(m, train, config.model_copy(update={"alpha": 0.5, "explain_weight": ew}), rewards, offpolicy=offp)
+        evals.append(evaluate_policy(NAMES[tag], m, val, rewards, truth=truth, kb=kb, k=0))
+    rows = eval_table(evals)
+    print(f"[seed {seed}] inner validation:")
+    print("\n".join("  ".join(r) for r in rows))
+    print(f"[seed {seed}] inner total {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.keep is None:
+        shutil.rmtree(d["root"], ignore_errors=True)
+    return {"seed": seed, "val_drugs": val_drugs, "evals": [e.model_dump(mode="json") for e in evals]}
 
 
 def _value(ev: dict[str, Any], metric: str) -> float | None:
@@ -240,6 +372,12 @@ def summarise(runs: list[dict[str, Any]]) -> list[str]:
         ("edge recall: explain bonus − α=½", "explain", "half", "recall", "edge_recall"),
         ("edge recall: explain bonus − local", "explain", "local", "recall", "edge_recall"),
         ("edge precision: explain bonus − α=½", "explain", "half", "precision", "edge_precision"),
+        ("reward: α=½ exact − beam decoding", "half", "half_beam", "reward", "mean_reward"),
+        ("edge recall: α=½ exact − beam decoding", "half", "half_beam", "recall", "edge_recall"),
+        ("reward: α=½ MBR − exact decoding", "half_mbr", "half", "reward", "mean_reward"),
+        ("edge recall: α=½ MBR − exact decoding", "half_mbr", "half", "recall", "edge_recall"),
+        ("reward: explain exact − beam decoding", "explain", "explain_beam", "reward", "mean_reward"),
+        ("edge recall: explain exact − beam decoding", "explain", "explain_beam", "recall", "edge_recall"),
     ]
     pairs = [p for p in pairs if p[1] in by and p[2] in by]
     lines += [
@@ -259,7 +397,84 @@ def summarise(runs: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {label} | {_fmt_ci(*t_interval(seed_diffs))} | {_fmt_ci(*stratified_bootstrap(strata, seed=0))} |"
         )
+    if all("decoding" in r for r in runs):
+        lines += [
+            "",
+            "| decoding (all held-out conditions) | exact ≠ beam | mean log P_T gain | actions: exact / beam |"
+            " exact certified |",
+            "|---|---|---|---|---|",
+        ]
+        for tag in runs[0]["decoding"]:
+            rows = [x for r in runs for x in r["decoding"][tag]]
+            n = len(rows)
+            lines.append(
+                f"| {NAMES[tag]} | {sum(not x['same'] for x in rows)}/{n} |"
+                f" {sum(x['exact_log_p'] - x['beam_log_p'] for x in rows) / n:.3f} |"
+                f" {sum(x['exact_actions'] for x in rows) / n:.2f} / {sum(x['beam_actions'] for x in rows) / n:.2f} |"
+                f" {sum(x['certified'] for x in rows)}/{n} |"
+            )
     return lines
+
+
+def summarise_inner(runs: list[dict[str, Any]]) -> list[str]:
+    """Explain bonus − plain α=½ on the inner validation conditions: reward, recall, explained share (t over seeds,
+    bootstrap over conditions stratified by seed), and the decision rule fixed before the run: make the bonus the
+    default iff the recall difference's bootstrap interval is above 0 and the reward difference's lower bound is
+    above −0.02 (non-inferiority margin)."""
+    from mechcell.models.train_policy import stratified_bootstrap, t_interval
+
+    lines = [
+        f"inner validation (training drugs only), seeds {', '.join(str(r['seed']) for r in runs)}; "
+        f"{sum(len(r['evals'][0]['rows']) for r in runs)} conditions in all",
+        "",
+        "| proposer | reward | accepted | edge recall | explained share |",
+        "|---|---|---|---|---|",
+    ]
+    for i in range(2):
+        evs = [r["evals"][i] for r in runs]
+        expl = [sum(x["explained"] for x in e["rows"]) / len(e["rows"]) for e in evs]
+        cells = [
+            t_interval([e[m] for e in evs if e[m] is not None]) for m in ("mean_reward", "accepted", "edge_recall")
+        ]
+        lines.append(f"| {evs[0]['name']} | " + " | ".join(_fmt_ci(*c) for c in [*cells, t_interval(expl)]) + " |")
+    lines += ["", "| explain − plain | t over seeds (95 %) | bootstrap over conditions (95 %) |", "|---|---|---|"]
+    res = {}
+    for field in ("reward", "recall", "explained"):
+        strata, seed_diffs = [], []
+        for r in runs:
+            a = {x["key"]: x[field] for x in r["evals"][1]["rows"]}
+            b = {x["key"]: x[field] for x in r["evals"][0]["rows"]}
+            diffs = [a[k] - b[k] for k in a if a[k] is not None and b.get(k) is not None]
+            strata.append(diffs)
+            if diffs:
+                seed_diffs.append(sum(diffs) / len(diffs))
+        res[field] = stratified_bootstrap(strata, seed=0)
+        lines.append(f"| {field} | {_fmt_ci(*t_interval(seed_diffs))} | {_fmt_ci(*res[field])} |")
+    adopt = res["recall"][1] > 0 and res["reward"][1] > -0.02
+    lines += [
+        "",
+        f"decision (recall lower bound > 0 and reward lower bound > −0.02): "
+        f"{'adopt the explain bonus as default' if adopt else 'keep the explain bonus off'}",
+    ]
+    return lines
+
+
+def inner_main(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    print(f"machine: {machine()}; inner validation; seeds {seeds}; steps {args.steps}", flush=True)
+    t0 = time.perf_counter()
+    runs = []
+    for seed in seeds:
+        runs.append(run_inner(seed, args))
+        args.out_json.parent.mkdir(parents=True, exist_ok=True)
+        args.out_json.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1, default=str))
+    lines = summarise_inner(runs)
+    print("\n" + "\n".join(lines) + f"\n\ntotal {time.perf_counter() - t0:.1f} s")
+    head = f"# bench_policy --inner-val\n\nmachine: {machine()}\n\n"
+    (args.out_md or OUT_INNER).write_text(head + "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -275,14 +490,25 @@ def main() -> None:
     )
     ap.add_argument("--set", action="append", default=[], help="PolicyTrainConfig override key=value (repeatable)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the worlds and stores under this directory")
-    ap.add_argument("--out-json", type=Path, default=OUT_JSON)
+    ap.add_argument("--out-json", type=Path, default=None, help=f"default {OUT_JSON.name} (inner: {OUT_INNER.name})")
+    ap.add_argument(
+        "--inner-val",
+        action="store_true",
+        help="only the explain-bonus decision on an inner split of the training drugs (held-out drugs unused)",
+    )
+    ap.add_argument("--out-md", type=Path, default=None, help=f"summary file (default _out/{OUT.name})")
     ap.add_argument("--from-json", type=Path, default=None, help="only re-summarise a saved run (no training)")
     args = ap.parse_args()
+    if args.out_json is None:
+        args.out_json = OUT_INNER.with_suffix(".json") if args.inner_val else OUT_JSON
+    if args.inner_val:
+        return inner_main(args)
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text())
         lines = summarise(saved["runs"])
         print("\n".join(lines))
-        OUT.write_text(f"# bench_policy (re-summarised from {args.from_json.name})\n\n" + "\n".join(lines) + "\n")
+        head = f"# bench_policy (re-summarised from {args.from_json.name})\n\n"
+        (args.out_md or OUT).write_text(head + "\n".join(lines) + "\n")
         return
 
     import torch
@@ -299,8 +525,8 @@ def main() -> None:
     lines = summarise(runs)
     print("\n" + "\n".join(lines))
     print(f"\ntotal {time.perf_counter() - t0:.1f} s")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(
+    (args.out_md or OUT).parent.mkdir(parents=True, exist_ok=True)
+    (args.out_md or OUT).write_text(
         "# bench_policy\n\n"
         + f"machine: {machine()}; steps {args.steps}; overrides {args.set or 'none'}\n\n"
         + "\n".join(lines)

@@ -62,19 +62,23 @@ if TYPE_CHECKING:
     from mechcell.config import Settings
 
 __all__ = [
+    "DECODINGS",
     "GENE_OPTIONS",
+    "Decoded",
     "PolicyAction",
     "PolicyConfig",
     "PolicyEnv",
     "PolicyModel",
     "PolicyProposer",
     "Trajectory",
+    "consensus",
     "load_policy",
     "policy_proposer",
     "save_policy",
 ]
 
 GENE_OPTIONS: tuple[str, ...] = ("supported", "top", "kb")
+DECODINGS: tuple[str, ...] = ("exact", "beam", "mbr")
 OPTION_NAMES: tuple[str, ...] = (*GENE_OPTIONS, "route")
 N_STATIC = 17
 N_DYNAMIC = 4
@@ -700,6 +704,115 @@ class PolicyModel(nn.Module):
         done.sort(key=lambda d: (-d[0], d[1]))
         return [(lp, Trajectory(env.key, acts)) for lp, acts in done[:k]]
 
+    @torch.no_grad()
+    def top_terminal(
+        self,
+        env: PolicyEnv,
+        k: int,
+        *,
+        max_expansions: int = 400,
+        banned: frozenset[int] = frozenset(),
+    ) -> Decoded:
+        """The k graphs of highest terminal probability P_T(x), by best-first (uniform-cost) search.
+
+        Why: what a GFlowNet learns is P_T(x) ∝ R(x), and with P_B = 1 a graph's P_T is its one trajectory's P_F.
+        A prefix's probability bounds every completion's, so popping prefixes in order of probability yields
+        complete trajectories in exact order of P_T: the first k popped are the k most probable graphs, whatever
+        their length. Beam search ranks by the same score but prunes by width, so a long graph whose first step is
+        not among the `width` best prefixes is lost (docs/policy.md measures how often). When the search needs
+        more than `max_expansions` expansions it stops, adds the beam's completions to what it found and ranks the
+        pool by P_F (`certified` False)."""
+        tick = 0
+        # (−log p, tick, parent state, action or None = stop / nothing valid, actions so far)
+        heap: list[tuple[float, int, _State | None, int | None, tuple[int, ...]]] = [(-0.0, 0, None, -1, ())]
+        done: list[tuple[float, tuple[int, ...]]] = []
+        expansions = 0
+        while heap and len(done) < k:
+            neg, _, parent, b, acts = heapq.heappop(heap)
+            if b is None:  # a complete trajectory: nothing left in the heap is more probable
+                done.append((-neg, acts))
+                continue
+            if expansions >= max_expansions:
+                break
+            st = env.initial() if parent is None else env.step(parent, b)
+            expansions += 1
+            valid, logp = self.step_log_probs(env, st, banned)
+            if not valid:
+                tick += 1
+                heapq.heappush(heap, (neg, tick, None, None, acts))
+                continue
+            for j, v in enumerate(logp.tolist()):
+                if math.isfinite(v):
+                    tick += 1
+                    nxt = None if j == 0 else valid[j - 1]
+                    heapq.heappush(heap, (neg - v, tick, st, nxt, acts if nxt is None else (*acts, nxt)))
+        certified = len(done) >= k or not heap
+        if not certified:
+            width = max(8, 2 * k)
+            pool = dict((a, lp) for lp, a in done)
+            for lp, t in self.beam(env, width, width=width, banned=banned):
+                pool.setdefault(t.actions, lp)
+            done = sorted(((lp, a) for a, lp in pool.items()), key=lambda d: (-d[0], d[1]))
+        return Decoded([(lp, Trajectory(env.key, a)) for lp, a in done[:k]], certified, expansions)
+
+    def decode(
+        self,
+        env: PolicyEnv,
+        k: int,
+        *,
+        method: str = "exact",
+        max_expansions: int = 400,
+        banned: frozenset[int] = frozenset(),
+    ) -> Decoded:
+        """The k graphs to propose at temperature 0: `exact` = `top_terminal` (default), `beam` = `beam` (the
+        round-2 decoder, kept for comparison), `mbr` = `consensus` over the 16 most probable graphs."""
+        if method == "exact":
+            return self.top_terminal(env, k, max_expansions=max_expansions, banned=banned)
+        if method == "mbr":
+            pool = self.top_terminal(env, max(16, k), max_expansions=max_expansions, banned=banned)
+            return Decoded(consensus(env, pool.ranked)[:k], pool.certified, pool.expansions)
+        if method == "beam":
+            width = max(8, 2 * k)
+            return Decoded(self.beam(env, k, width=width, banned=banned), False, 0)
+        raise InputError(f"policy decoding {method!r}: choose one of {', '.join(DECODINGS)}")
+
+
+def consensus(env: PolicyEnv, ranked: Sequence[tuple[float, Trajectory]]) -> list[tuple[float, Trajectory]]:
+    """Minimum-Bayes-risk order of candidate graphs: by expected item-F1 against a graph drawn from P_T restricted
+    to the candidates (weights ∝ P_T; the mass outside them is ignored), best first; (log P_T, trajectory) kept.
+
+    Why: the mode answers "which single graph is most probable". When the policy spreads its mass over several
+    one-chain graphs with different ends, each is improbable on its own while a graph with their common ends
+    agrees most with what the policy believes; MBR picks that consensus (an abstention agrees only with an
+    abstention)."""
+    if not ranked:
+        return []
+    masks = [0] * len(ranked)
+    for i, (_, t) in enumerate(ranked):
+        for b in t.actions:
+            masks[i] |= env.masks[b]
+    top = max(lp for lp, _ in ranked)
+    w = [math.exp(lp - top) for lp, _ in ranked]
+    sizes = [m.bit_count() for m in masks]
+
+    def f1(i: int, j: int) -> float:
+        if sizes[i] + sizes[j] == 0:
+            return 1.0
+        return 2 * (masks[i] & masks[j]).bit_count() / (sizes[i] + sizes[j])
+
+    gain = [sum(w[j] * f1(i, j) for j in range(len(ranked))) / sum(w) for i in range(len(ranked))]
+    order = sorted(range(len(ranked)), key=lambda i: (-gain[i], -ranked[i][0], ranked[i][1].actions))
+    return [ranked[i] for i in order]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Decoded graphs (log P_T, trajectory), most probable first; `certified`: provably the exact top k."""
+
+    ranked: list[tuple[float, Trajectory]]
+    certified: bool
+    expansions: int
+
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 
@@ -757,9 +870,11 @@ def load_policy(path: str | Path) -> tuple[PolicyModel, PolicyCheckpoint]:
 class PolicyProposer:
     """The trained policy as a proposer: k distinct graphs per call.
 
-    temperature 0 (the default): beam search, the k most probable distinct graphs (deterministic); > 0: sampling
-    with a generator seeded from (seed, condition key, round), so the same inputs give the same graphs. When the
-    most probable outcome is to abstain (temperature 0) or every sample abstains, nothing is proposed.
+    temperature 0 (the default): the k most probable distinct graphs under the policy's terminal distribution,
+    found by exact best-first search (`decoding="exact"`; `"beam"` = the round-2 beam search, which loses long
+    graphs to its width); deterministic. > 0: sampling with a generator seeded from (seed, condition key, round),
+    so the same inputs give the same graphs. When the most probable outcome is to abstain (temperature 0) or every
+    sample abstains, nothing is proposed.
     Feedback: chains through an entity whose binding / activity claim was contradicted are masked, as are gene
     options listing a contradicted gene, and graphs already tried are not proposed again.
     """
@@ -770,12 +885,18 @@ class PolicyProposer:
         *,
         temperature: float = 0.0,
         max_samples: int = 64,
+        decoding: str = "exact",
+        max_expansions: int = 400,
         name: str = "policy",
         checkpoint: str | None = None,
         weights_sha256: str | None = None,
     ) -> None:
         if temperature < 0:
             raise InputError(f"policy proposer: temperature must be ≥ 0, got {temperature}")
+        if decoding not in DECODINGS:
+            raise InputError(f"policy proposer: decoding {decoding!r}: choose one of {', '.join(DECODINGS)}")
+        self.decoding = decoding
+        self.max_expansions = int(max_expansions)
         self.model = model
         self.temperature = float(temperature)
         self.max_samples = int(max_samples)
@@ -792,6 +913,7 @@ class PolicyProposer:
             "extra": {
                 "temperature": self.temperature,
                 "max_samples": self.max_samples,
+                "decoding": self.decoding,
                 "policy": self.model.config.model_dump(mode="json"),
             },
         }
@@ -820,7 +942,9 @@ class PolicyProposer:
         out: list[tuple[Trajectory, ActionGraph, float]] = []
         seen = set(skip)
         if t <= 0:
-            ranked = self.model.beam(env, k + len(skip), width=max(8, 2 * (k + len(skip))), banned=banned)
+            ranked = self.model.decode(
+                env, k + len(skip), method=self.decoding, max_expansions=self.max_expansions, banned=banned
+            ).ranked
             if ranked and ranked[0][1].abstain:
                 return []
             trajs = [(tr, lp) for lp, tr in ranked]
@@ -911,6 +1035,7 @@ def policy_proposer(
     checkpoint: str | Path | None = None,
     temperature: float = 0.0,
     max_samples: int = 64,
+    decoding: str = "exact",
     seed: int = 0,
     **_: Any,
 ) -> PolicyProposer:
@@ -919,12 +1044,15 @@ def policy_proposer(
     Without a checkpoint the policy is untrained (random weights from `seed`): useful only for tests."""
     del settings  # the policy needs no endpoint
     if checkpoint is None:
-        return PolicyProposer(PolicyModel(PolicyConfig(seed=seed)), temperature=temperature, max_samples=max_samples)
+        return PolicyProposer(
+            PolicyModel(PolicyConfig(seed=seed)), temperature=temperature, max_samples=max_samples, decoding=decoding
+        )
     model, ck = load_policy(checkpoint)
     return PolicyProposer(
         model,
         temperature=temperature,
         max_samples=max_samples,
+        decoding=decoding,
         checkpoint=str(checkpoint),
         weights_sha256=ck.weights_sha256,
     )

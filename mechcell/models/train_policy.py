@@ -91,7 +91,8 @@ class PolicyTrainConfig(BaseModel):
         0.0,
         ge=0,
         description="training reward of an accepted graph += this × share of the condition's explainable genes "
-        "(moved as some KB chain predicts) that its panel-supported expression claims cover; 0 = the panel reward",
+        "(moved as some KB chain predicts) that its panel-supported expression claims cover; 0 = the panel reward "
+        "(the default: on an inner validation split it raised recall but failed the reward margin, docs/policy.md)",
     )
     conditions_per_step: int = Field(4, ge=1)
     samples_per_condition: int = Field(8, ge=1)
@@ -436,6 +437,10 @@ class ConditionEval(BaseModel):
     recall: float | None = None
     distinct_accepted: int | None = None
     n_ends: int = 0  # distinct regulators of the graph's expression steps: how many mechanism ends it claims
+    n_actions: int | None = None  # policy only: actions of the top graph's trajectory
+    log_prob: float | None = None  # policy only: log P_T of the top graph (= log P_F of its trajectory, P_B = 1)
+    certified: bool | None = None  # policy, exact decoding: the top graph is provably the most probable
+    explained: float = 0.0  # share of the condition's explainable genes the panel supports (data only, no truth)
     summary: str = ""
 
 
@@ -471,6 +476,7 @@ def evaluate_graphs(
     truth: Truth | None = None,
     kb: KnowledgeBase | None = None,
     distinct: dict[str, int] | None = None,
+    decoded: dict[str, dict[str, Any]] | None = None,
 ) -> EvalSummary:
     """Reward of each condition's top graph (abstention: its fixed reward), and edge precision / recall against
     the planted graph (`mechcell.eval.recovery.graph_edges`: precision over conditions with a graph, recall over
@@ -504,7 +510,9 @@ def evaluate_graphs(
                 recall=rec,
                 distinct_accepted=None if distinct is None else distinct.get(it.key),
                 n_ends=n_ends(g),
+                explained=rewards.explained(it, g),
                 summary=graph_summary(g),
+                **(decoded or {}).get(it.key, {}),
             )
         )
     return EvalSummary(
@@ -546,15 +554,24 @@ def evaluate_policy(
     kb: KnowledgeBase | None = None,
     k: int = 16,
     seed: int = 0,
+    decoding: str = "exact",
 ) -> EvalSummary:
-    """The policy's greedy (temperature 0) graph per condition, scored; diversity from k samples."""
+    """The policy's temperature-0 graph per condition (`decoding`: exact top terminal probability, or the beam),
+    scored; diversity from k samples."""
     model.eval()
-    graphs = {}
+    graphs: dict[str, ActionGraph | None] = {}
+    decoded: dict[str, dict[str, Any]] = {}
     for it in items:
-        best = model.beam(it.env, 1)
-        graphs[it.key] = it.env.graph(best[0][1].actions) if best else None
+        dec = model.decode(it.env, 1, method=decoding)
+        lp, tr = dec.ranked[0] if dec.ranked else (None, Trajectory(it.key, ()))
+        graphs[it.key] = it.env.graph(tr.actions)
+        decoded[it.key] = {
+            "n_actions": len(tr.actions),
+            "log_prob": lp,
+            "certified": dec.certified if decoding != "beam" else None,
+        }
     div = distinct_accepted(model, items, rewards, k=k, seed=seed) if k else None
-    return evaluate_graphs(name, graphs, items, rewards, truth=truth, kb=kb, distinct=div)
+    return evaluate_graphs(name, graphs, items, rewards, truth=truth, kb=kb, distinct=div, decoded=decoded)
 
 
 def evaluate_local(
@@ -811,10 +828,10 @@ def write_report(result: TrainResult) -> Path:
         lines += ["| " + " | ".join(r) + " |" for r in tab[1:]]
         lines += [
             "",
-            "Top graph per condition (policy: beam search, temperature 0; local: its first candidate). Reward: the "
-            "signature-level panel (no cells); an abstention scores the abstain reward. Precision over conditions "
-            "with a graph, recall over active conditions (mechcell.eval.recovery edge definition). Distinct "
-            f"accepted: among {16} samples at temperature 1.",
+            "Top graph per condition (policy: its most probable graph, exact best-first search; local: its first "
+            "candidate). Reward: the signature-level panel (no cells); an abstention scores the abstain reward. "
+            "Precision over conditions with a graph, recall over active conditions (mechcell.eval.recovery edge "
+            f"definition). Distinct accepted: among {16} samples at temperature 1.",
             "",
         ]
     p = out / "report.md"

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 from typer.testing import CliRunner
 
 from mechcell.agents.pipeline import Pipeline, PipelineConfig
@@ -338,3 +341,161 @@ def test_policy_proposer_contract_and_pipeline(
     assert trace.provenance.proposer == "policy" and trace.attempts
     assert all(a.proposer == "policy" for a in trace.attempts)
     assert trace.final_graph is None or trace.final_graph.is_valid()
+
+
+# ------------------------------------------------------------------------------------------ decoding
+
+
+class _TableModel(PolicyModel):
+    """A hand-made policy over a real environment: fixed step probabilities by the actions taken so far.
+
+    Root: ten `decoys` at 0.09 each, the first step of a longer graph `l1` at 0.08, the rest (stop and every other
+    action) sharing 0.02. After l1: its continuation l2 at 0.98. After (l1, l2): stop at 0.98. After a decoy: stop at
+    0.5. Elsewhere uniform. So the two-action graph (l1, l2) has P_T ≈ 0.077 and each one-decoy graph 0.045: the
+    most probable graph is the longer one, but its first step is only the 11th most probable, so a beam of width 8
+    loses it (the round-2 decoder's failure)."""
+
+    def __init__(self, env: Any, decoys: list[int], l1: int, l2: int) -> None:
+        super().__init__(PolicyConfig(seed=0))
+        self.decoys, self.l1, self.l2 = decoys, l1, l2
+
+    def _probs(self, env: Any, st: Any, valid: list[int]) -> list[float]:
+        n = len(valid) + 1  # [stop, *valid]
+        p = [0.0] * n
+
+        def assign(fixed: dict[int, float]) -> list[float]:  # fixed: position → probability; the rest share
+            rest = [i for i in range(n) if i not in fixed]
+            left = 1.0 - sum(fixed.values())
+            return [fixed.get(i, left / len(rest) if rest else 0.0) for i in range(n)]
+
+        pos = {b: j + 1 for j, b in enumerate(valid)}
+        ch = tuple(st.chosen)
+        if ch == ():
+            p = assign({**{pos[d]: 0.09 for d in self.decoys}, pos[self.l1]: 0.08})
+        elif ch == (self.l1,):
+            p = assign({pos[self.l2]: 0.98})
+        elif ch == (self.l1, self.l2) or (len(ch) == 1 and ch[0] in self.decoys):
+            p = assign({0: 0.98 if ch[0] == self.l1 else 0.5})
+        else:
+            p = assign({})
+        return p
+
+    def step_log_probs(self, env: Any, st: Any, banned: frozenset[int] = frozenset()) -> tuple[list[int], Tensor]:
+        valid = env.valid_actions(st, banned)
+        p = torch.tensor(self._probs(env, st, valid), dtype=torch.float32)
+        return valid, torch.log(p)
+
+    def log_pf(self, items: Any) -> Tensor:
+        out = []
+        for env, traj in items:
+            st, lp = env.initial(), 0.0
+            for b in [*traj.actions, None]:
+                valid, logp = self.step_log_probs(env, st)
+                if not valid:
+                    break
+                lp += float(logp[0 if b is None else valid.index(b) + 1])
+                if b is not None:
+                    st = env.step(st, b)
+            out.append(lp)
+        return torch.tensor(out, dtype=torch.float64)
+
+
+def test_exact_decoding_finds_the_longer_more_probable_graph_beam_misses_it(
+    world: World, items: list[ConditionItem]
+) -> None:
+    """Null (old decoder): beam search returns the most probable graph. A hand-made model on the real environment
+    of the strongest condition gives a two-action graph the highest terminal probability but a first step outside
+    the beam's width: beam returns a one-action decoy, exact best-first search the two-action graph. The terminal
+    probabilities are checked independently by sampling (2000 draws; unit: the draw) — the longer graph is the
+    most frequent."""
+    it = _item(items, world.strongest())
+    env = it.env
+    root = env.valid_actions(env.initial())
+    l1 = next(b for b in root if env.valid_actions(env.step(env.initial(), b)))
+    l2 = env.valid_actions(env.step(env.initial(), l1))[0]
+    decoys = [b for b in root if b != l1][:10]
+    assert len(decoys) == 10
+    model = _TableModel(env, decoys, l1, l2)
+    beam = model.decode(env, 1, method="beam").ranked[0]
+    exact = model.decode(env, 1, method="exact")
+    assert exact.certified and exact.ranked[0][1].actions == (l1, l2)
+    assert len(beam[1].actions) == 1 and beam[1].actions[0] in decoys  # the round-2 decoder's short answer
+    assert exact.ranked[0][0] > beam[0] + 0.4  # log 0.077 vs log 0.045
+    assert float(model.log_pf([(env, exact.ranked[0][1])])[0]) == pytest.approx(exact.ranked[0][0], abs=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    counts: dict[tuple[int, ...], int] = {}
+    for _ in range(2000):
+        a = model.sample(env, generator=gen).actions
+        counts[a] = counts.get(a, 0) + 1
+    assert max(counts, key=counts.__getitem__) == (l1, l2)
+    assert counts[(l1, l2)] / 2000 == pytest.approx(math.exp(exact.ranked[0][0]), abs=0.02)
+    # the proposer at temperature 0 follows the decoder: exact by default, the old beam on request
+    ex = PolicyProposer(model).graphs(env, 1)
+    old = PolicyProposer(model, decoding="beam").graphs(env, 1)
+    assert ex[0][0].actions == (l1, l2) and old[0][0].actions != (l1, l2)
+    with pytest.raises(InputError, match="decoding"):
+        PolicyProposer(model, decoding="greedy")
+
+
+def test_exact_decoding_equals_exhaustive_enumeration(items: list[ConditionItem]) -> None:
+    """On small real environments (6 chains, 2 actions at most) a random real policy's top 3 graphs by exact search
+    are the top 3 of the full enumeration of every complete trajectory (= every graph, P_B = 1), in order; with a
+    budget of one expansion the search says it is not certified and still returns ranked graphs."""
+    from mechcell.models.policy import PolicyEnv
+
+    cfg = PolicyConfig(seed=5, max_chains=6, max_steps=2)
+    model = PolicyModel(cfg)
+    checked = 0
+    for it in items[:4]:
+        env = PolicyEnv(it.ctx, cfg)
+        leaves: list[tuple[float, tuple[int, ...]]] = []
+
+        def walk(st: Any, lp: float) -> None:
+            valid, logp = model.step_log_probs(env, st)  # noqa: B023
+            if not valid:
+                leaves.append((lp, tuple(st.chosen)))  # noqa: B023
+                return
+            for j, v in enumerate(logp.tolist()):
+                if math.isfinite(v):
+                    if j == 0:
+                        leaves.append((lp + v, tuple(st.chosen)))  # noqa: B023
+                    else:
+                        walk(env.step(st, valid[j - 1]), lp + v)  # noqa: B023
+
+        walk(env.initial(), 0.0)
+        assert math.fsum(math.exp(lp) for lp, _ in leaves) == pytest.approx(1.0, abs=1e-4)
+        if len(leaves) < 4:
+            continue
+        checked += 1
+        truth = sorted(leaves, key=lambda d: -d[0])[:3]
+        dec = model.decode(env, 3, max_expansions=10_000)
+        assert dec.certified
+        assert [t.actions for _, t in dec.ranked] == [a for _, a in truth]
+        assert [lp for lp, _ in dec.ranked] == pytest.approx([lp for lp, _ in truth], abs=1e-5)
+        cut = model.decode(env, 3, max_expansions=1)
+        assert not cut.certified and len(cut.ranked) == 3
+        assert [lp for lp, _ in cut.ranked] == sorted((lp for lp, _ in cut.ranked), reverse=True)
+        assert model.decode(env, 3).ranked == dec.ranked  # deterministic
+    assert checked >= 2
+
+
+def test_mbr_decoding_prefers_the_consensus_of_spread_mass(items: list[ConditionItem], world: World) -> None:
+    """Null: the mode is the best summary of P_T. Two one-chain graphs A, B with P_T 0.3 each and their union AB with
+    0.2: the mode is A (or B), the expected item-F1 against a draw from P_T is highest for AB (A, B disjoint: for
+    equal sizes 0.6 against 0.43), so MBR returns AB; an abstention with most of the mass wins under both."""
+    from mechcell.models.policy import Trajectory, consensus
+
+    it = _item(items, world.strongest())
+    env = it.env
+    root = env.valid_actions(env.initial())
+    a, b = next(
+        (x, y)
+        for x in root
+        for y in env.valid_actions(env.step(env.initial(), x))
+        if env.masks[x] & env.masks[y] == 0 and y in root
+    )
+    ta, tb, tab = (Trajectory(it.key, acts) for acts in ((a,), (b,), (a, b)))
+    ranked = [(math.log(0.3), ta), (math.log(0.3), tb), (math.log(0.2), tab)]
+    assert consensus(env, ranked)[0][1] == tab
+    ranked_abstain = [(math.log(0.6), Trajectory(it.key, ())), *ranked[:2]]
+    assert consensus(env, ranked_abstain)[0][1].abstain
