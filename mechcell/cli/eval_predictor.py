@@ -1,7 +1,9 @@
 """`mechcell eval predictor`: score expression predictors against the baselines with the field's metrics.
 
 Two modes. With `--checkpoint DIR` (written by `mechcell train predictor`), the saved models — baselines saved
-alongside — predict the dataset's conditions that were not in their training set. Without it, every model is
+alongside — predict the dataset's conditions that were not in their training set; a checkpoint trained with
+`--mechanisms trace-prior` carries the prior fitted on its training traces, which gives those conditions (unseen
+drugs included) their mechanisms from the KB (unless --mechanisms names another source). Without it, every model is
 cross-validated on the dataset (grouped by drug or cell line), as `train predictor` does, without saving.
 Registered on the `eval` group (mechcell/cli/eval.py) when that group exists.
 """
@@ -60,14 +62,30 @@ def eval_predictor_cmd(
 ) -> None:
     """Score expression predictors against the baselines (pearson delta, MAE, DE overlap@N, direction)."""
     from mechcell.eval.expression import LEAKAGE_NOTE, evaluate_fitted, result_json
-    from mechcell.models.predictors import load_predictors
+    from mechcell.models.predictors import load_checkpoint_prior, load_predictors
 
     check_choices(split, model)
     settings = _settings(store, kb, seed)
+    loaded = load_predictors(checkpoint) if checkpoint is not None else None
+    prior = None
+    if loaded is not None and mechanisms in ("auto", "trace-prior"):
+        prior = load_checkpoint_prior(checkpoint, loaded[0])  # type: ignore[arg-type]
+        if prior is None and mechanisms == "trace-prior":
+            from mechcell.errors import InputError
+
+            raise InputError(
+                f"checkpoint {checkpoint} holds no trace prior (trained with {loaded[0].mechanism_source}); "
+                "retrain with `mechcell train predictor --mechanisms trace-prior`"
+            )
     inputs, info = load_inputs(
-        settings=settings, dataset=dataset, mechanisms=mechanisms, truth=truth, all_traces=all_traces
+        settings=settings,
+        dataset=dataset,
+        mechanisms="none" if prior is not None else mechanisms,
+        truth=truth,
+        all_traces=all_traces,
+        checkpoint_prior=prior,
     )
-    if checkpoint is None:
+    if loaded is None:
         result = run_cv(inputs, split=split, model=model, folds=folds, repeats=repeats, seed=settings.seed, n_de=n_de)
         if json_out:
             emit_json({"mode": "cv", "inputs": info, "result": result_json(result)})
@@ -80,7 +98,7 @@ def eval_predictor_cmd(
             cv_notes(result),
         )
         return
-    ck, fitted = load_predictors(checkpoint)
+    ck, fitted = loaded
     ev = evaluate_fitted(ck, fitted, inputs, include_train=include_train, n_de=n_de, seed=settings.seed)
     if json_out:
         emit_json({"mode": "checkpoint", "checkpoint": str(checkpoint), "inputs": info, "result": result_json(ev)})

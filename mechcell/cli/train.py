@@ -107,8 +107,10 @@ def load_inputs(
     mechanisms: str,
     truth: Path | None,
     all_traces: bool,
+    checkpoint_prior: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Deltas, KB features and mechanisms, with a progress bar over conditions on stderr."""
+    """Deltas, KB features and mechanisms, with a progress bar over conditions on stderr (`checkpoint_prior`: a
+    checkpoint's trace prior gives the mechanisms of the conditions it was not fitted on)."""
     from mechcell.models.predictors import prepare_inputs
 
     with progress("pseudobulk deltas") as advance:
@@ -120,6 +122,7 @@ def load_inputs(
             truth=truth,
             accepted_only=not all_traces,
             on_progress=advance,
+            checkpoint_prior=checkpoint_prior,
         )
 
 
@@ -199,6 +202,7 @@ def predictor_cmd(
         emit_json(
             {
                 "checkpoint": str(out),
+                "prior": None if inputs.mechanism_prior is None else str(out / "prior.json"),
                 "report": None if report is None else str(report),
                 "inputs": info,
                 "models": list(fitted),

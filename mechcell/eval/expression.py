@@ -731,7 +731,8 @@ LEAKAGE_NOTE = (
     "own signature, so trace-conditioned scores with trace inputs are transductive (an upper bound on what a "
     "mechanism-first pipeline gains); '_aux' models use mechanisms only as a training target; an 'oracle' "
     "mechanism is the synthetic world's planted graph; 'trace-prior' mechanisms are rebuilt per fold from the "
-    "training drugs' traces only (KB paths weighted by what those traces verified): leakage-free."
+    "training drugs' traces only (KB paths weighted by what those traces verified), and a checkpoint's prior was "
+    "fitted on its training conditions' traces only: leakage-free."
 )
 
 

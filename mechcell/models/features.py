@@ -422,7 +422,10 @@ def mechanism_sources(mechanisms: Mapping[str, Mechanism]) -> str:
 # which parts of the KB are live in this system. `kb_reach` lists, per drug, every TF / pathway its KB targets reach
 # along signed KB paths (data-free); `TracePrior` re-weights those ends by how often the training traces verified
 # them and borrows the gene directions the training traces listed under each end. Fitted per CV fold on the
-# training fold only (`TracePrior.fold`), it is leakage-free.
+# training fold only (`TracePrior.fold`), it is leakage-free. Round 2: an end model (nearest ends first, primary
+# target, leave-one-drug-out verification rates; normalised per drug) and an activity model (P(a drug like this
+# one has accepted traces)) replace the plain pooled rates; the fitted prior is a pydantic model, so a predictor
+# checkpoint carries it to unseen drugs.
 
 
 class KbEnd(BaseModel):
@@ -443,6 +446,8 @@ class KbReach(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     max_len: int
+    footprint_genes: int = 12
+    min_regulon: int = 5
     targets: dict[str, dict[str, int]] = Field(description="drug → target → sign of the drug's action")
     ends: dict[str, list[KbEnd]] = Field(description="drug → reachable ends (nearest per end and sign)")
     end_genes: dict[str, dict[str, float]] = Field(
@@ -516,7 +521,14 @@ def kb_reach(
             fp = {g: w for g, w in kb.footprint(end).items() if w}
             top = sorted(fp, key=lambda g: (-abs(fp[g]), g))[:footprint_genes]
             end_genes[name] = {g: float(fp[g]) for g in top}
-    return KbReach(max_len=max_len, targets=targets, ends=ends, end_genes=end_genes)
+    return KbReach(
+        max_len=max_len,
+        footprint_genes=footprint_genes,
+        min_regulon=min_regulon,
+        targets=targets,
+        ends=ends,
+        end_genes=end_genes,
+    )
 
 
 def _ends_of(m: Mechanism) -> dict[str, int]:
@@ -526,41 +538,186 @@ def _ends_of(m: Mechanism) -> dict[str, int]:
     return out
 
 
-@dataclass
-class FittedTracePrior:
-    """A `TracePrior` fitted on one training corpus: end live rates and the genes verified under each end."""
+def _ek(end: str, sign: int) -> str:
+    """The JSON key of an (end, sign) pair: 'tf:TP53|+1'."""
+    return f"{end}|{sign:+d}"
 
+
+def _logit(p: float) -> float:
+    q = min(max(p, 0.02), 0.98)
+    return math.log(q / (1.0 - q))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(x, 30.0), -30.0)))
+
+
+def _fit_logistic(X: np.ndarray, y: np.ndarray, lam: float) -> tuple[list[float], list[float], list[float]]:
+    """(coef with intercept first, feature means, feature sds): L2-penalised logistic regression with a fractional
+    response y ∈ [0, 1] on standardised features, by Newton steps. The intercept is penalised only lightly
+    (towards the logit of the mean response) so that a corpus where every y is 1 stays finite. λ is fixed, not
+    chosen: with ~20 training drugs there is nothing left to choose it on."""
+    n, p = X.shape
+    mu = X.mean(axis=0) if n else np.zeros(p)
+    sd = X.std(axis=0) if n else np.ones(p)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    Z = np.column_stack([np.ones(n), (X - mu) / sd])
+    b0 = _logit(float(y.mean())) if n else 0.0
+    prior = np.zeros(p + 1)
+    prior[0] = b0
+    pen = np.full(p + 1, float(lam))
+    pen[0] = 1e-2
+    b = prior.copy()
+    for _ in range(100):
+        pr = 1.0 / (1.0 + np.exp(-np.clip(Z @ b, -30, 30)))
+        g = Z.T @ (pr - y) + pen * (b - prior)
+        H = (Z * (pr * (1 - pr))[:, None]).T @ Z + np.diag(pen)
+        step = np.linalg.solve(H, g)
+        b = b - step
+        if float(np.abs(step).max()) < 1e-9:
+            break
+    return [float(x) for x in b], [float(x) for x in mu], [float(x) for x in sd]
+
+
+def _predict_logistic(coef: Sequence[float], mu: Sequence[float], sd: Sequence[float], x: Sequence[float]) -> float:
+    z = coef[0] + sum(c * (v - m) / s for c, v, m, s in zip(coef[1:], x, mu, sd, strict=True))
+    return _sigmoid(z)
+
+
+@dataclass
+class _DrugContext:
+    """What the end model reads about one drug's KB reach: nearest distances, primary targets, crowding."""
+
+    min_dist: dict[str, int]
+    primary: set[str]
+    n_ends: dict[str, int]
+
+    @classmethod
+    def of(cls, ends: Sequence[KbEnd], max_len: int) -> _DrugContext:
+        min_dist: dict[str, int] = {}
+        names: dict[str, set[str]] = {"tf": set(), "pathway": set()}
+        nearest_tf: dict[str, int] = {}
+        for e in ends:
+            min_dist[e.kind] = min(min_dist.get(e.kind, max_len + 1), e.distance)
+            names[e.kind].add(e.end)
+            if e.kind == "tf":
+                nearest_tf[e.target] = min(nearest_tf.get(e.target, max_len + 1), e.distance)
+        best = min(nearest_tf.values(), default=max_len + 1)
+        primary = {t for t, d in nearest_tf.items() if d == best}
+        return cls(min_dist, primary, {k: len(v) for k, v in names.items()})
+
+
+def _end_features(e: KbEnd, ctx: _DrugContext, live: float, target_rate: float) -> list[float]:
+    """One (drug, end) pair: kind, distance from the drug's nearest end of that kind (the world and biology both
+    act nearest first), absolute distance, whether the end hangs off the drug's primary target (the one with the
+    nearest TF), the end's and the target's verification rates in the corpus (logits), and how crowded the drug's
+    reach is (many candidate ends share the same few planted ones)."""
+    tf = 1.0 if e.kind == "tf" else 0.0
+    rel = float(min(e.distance - ctx.min_dist.get(e.kind, e.distance), 3))
+    return [
+        tf,
+        rel,
+        rel * tf,
+        float(e.distance),
+        1.0 if e.target in ctx.primary else 0.0,
+        _logit(live),
+        _logit(target_rate),
+        math.log1p(ctx.n_ends.get(e.kind, 0)),
+    ]
+
+
+def _activity_features(reach: KbReach, drug: str) -> list[float]:
+    """A drug's KB features for P(active): how many signed targets, how near its nearest TF, how many ends."""
+    ends = reach.ends.get(drug, [])
+    tf = [e.distance for e in ends if e.kind == "tf"]
+    return [
+        math.log1p(len(reach.targets.get(drug, {}))),
+        float(min(tf, default=reach.max_len + 1)),
+        math.log1p(len({(e.kind, e.end) for e in ends})),
+    ]
+
+
+class FittedTracePrior(BaseModel):
+    """A `TracePrior` fitted on one training corpus (JSON round-trippable: it travels inside a predictor checkpoint).
+
+    Holds the corpus statistics (end and target verification rates, the genes verified under each end), the end
+    model (P(a KB end is in a drug's verified mechanism | the drug is active)), the activity model (P(a condition of
+    a drug like this one has an accepted trace)), the expected number of ends per kind, and which conditions and
+    drugs it saw. `reach` is the KB reach of the drugs it will be asked about (`with_reach` swaps it for new drugs).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 2
     reach: KbReach
-    live: dict[tuple[str, int], float]
-    base_rate: float
+    ends_model: Literal["model", "rate"]
+    activity: bool
     strength: float
     min_weight: float
     kb_gene_scale: float
+    live: dict[str, float] = Field(description="'end|sign' → P(verified | KB predicts it), over all training drugs")
+    base_rate: float
+    live_active: dict[str, float] = Field(description="'end|sign' → the same among conditions with accepted traces")
+    base_active: float
+    target_rate: dict[str, float] = Field(description="target → P(named as engaged | active), training drugs")
+    base_target: float
+    end_coef: list[float] = Field(default_factory=list)
+    end_mu: list[float] = Field(default_factory=list)
+    end_sd: list[float] = Field(default_factory=list)
+    act_coef: list[float] = Field(default_factory=list)
+    act_mu: list[float] = Field(default_factory=list)
+    act_sd: list[float] = Field(default_factory=list)
+    expected_ends: dict[str, float] = Field(default_factory=dict, description="kind → verified KB ends per drug")
     gene_evidence: dict[str, dict[str, float]]
-    seen_keys: frozenset[str]
-    seen_drugs: frozenset[str]
+    seen_keys: list[str]
+    seen_drugs: list[str]
 
     def live_rate(self, end: str, sign: int) -> float:
         """P(a KB-predicted end is verified with this sign), shrunk to the corpus base rate when rarely seen."""
-        return self.live.get((end, sign), self.base_rate)
+        return self.live.get(_ek(end, sign), self.base_rate)
 
-    def mechanism(self, drug: str) -> Mechanism | None:
-        """The trace-informed mechanism of a drug (None when the KB gives it no reachable end)."""
+    def p_active(self, drug: str) -> float:
+        """P(a condition of this drug has an accepted trace), from drugs with similar KB features (1 when off)."""
+        if not self.activity or not self.act_coef:
+            return 1.0
+        return _predict_logistic(self.act_coef, self.act_mu, self.act_sd, _activity_features(self.reach, drug))
+
+    def end_probabilities(self, drug: str) -> dict[str, tuple[int, float, KbEnd]]:
+        """'tf:X' → (sign, P(in the drug's mechanism | active), the KB end): one sign per end (the likelier; the
+        nearer on a tie), normalised per kind so the expected count matches the training drugs' (model mode)."""
         ends = self.reach.ends.get(drug, [])
-        if not ends:
-            return None
+        ctx = _DrugContext.of(ends, self.reach.max_len)
         chosen: dict[str, tuple[int, float, KbEnd]] = {}
-        for e in ends:  # one sign per end: the likelier one
+        for e in ends:  # sorted nearest first, so a tie keeps the nearer sign
             name = f"{e.kind}:{e.end}"
-            w = self.live_rate(name, e.sign)
+            if self.ends_model == "rate" or not self.end_coef:
+                w = self.live_rate(name, e.sign)
+            else:
+                live = self.live_active.get(_ek(name, e.sign), self.base_active)
+                x = _end_features(e, ctx, live, self.target_rate.get(e.target, self.base_target))
+                w = _predict_logistic(self.end_coef, self.end_mu, self.end_sd, x)
             if name not in chosen or w > chosen[name][1]:
                 chosen[name] = (e.sign, w, e)
+        if self.ends_model == "model":
+            for kind, k in self.expected_ends.items():
+                tot = sum(w for _, w, e in chosen.values() if e.kind == kind)
+                if tot > k > 0:
+                    chosen = {n: (s, w * k / tot if e.kind == kind else w, e) for n, (s, w, e) in chosen.items()}
+        return chosen
+
+    def mechanism(self, drug: str) -> Mechanism | None:
+        """The trace-informed mechanism of a drug (None when the KB gives it no reachable end or none is likely)."""
+        chosen = self.end_probabilities(drug)
+        if not chosen:
+            return None
+        act = self.p_active(drug)
         tfs: dict[str, int] = {}
         pathways: dict[str, int] = {}
         weights: dict[str, float] = {}
         targets: list[str] = []
         val: dict[str, float] = {}
-        for name, (sign, w, e) in sorted(chosen.items()):
+        for name, (sign, p, e) in sorted(chosen.items()):
+            w = act * p
             if w < self.min_weight:
                 continue
             (tfs if e.kind == "tf" else pathways)[e.end] = sign
@@ -592,7 +749,7 @@ class FittedTracePrior:
     def mechanisms(self, keys: Sequence[str], drugs: Sequence[str]) -> dict[str, Mechanism]:
         """condition key → its drug's trace-informed mechanism (one per drug; conditions of drugs without one are
         absent). Refuses a key the prior was fitted on: a prior must never predict what it has seen."""
-        overlap = set(keys) & self.seen_keys
+        overlap = set(keys) & set(self.seen_keys)
         if overlap:
             raise InputError(f"trace prior asked for {len(overlap)} condition(s) it was fitted on, e.g. {min(overlap)}")
         cache: dict[str, Mechanism | None] = {}
@@ -605,18 +762,39 @@ class FittedTracePrior:
                 out[k] = m
         return out
 
+    def with_reach(self, reach: KbReach) -> FittedTracePrior:
+        """The same fitted prior asked about other drugs (e.g. a checkpoint's prior on a new dataset): the new reach
+        must be built with the same settings, or the end model would read features on another scale."""
+        mine = (self.reach.max_len, self.reach.footprint_genes, self.reach.min_regulon)
+        theirs = (reach.max_len, reach.footprint_genes, reach.min_regulon)
+        if mine != theirs:
+            raise InputError(f"KB reach settings {theirs} differ from the prior's {mine} (max_len, footprint, regulon)")
+        return self.model_copy(update={"reach": reach})
+
 
 @dataclass
 class TracePrior:
     """Leakage-free mechanisms for unseen drugs from a corpus of verified traces of *other* drugs.
 
-    For every end e (TF or pathway) and sign s the KB predicts for a training drug, the drug's support is the share
-    of its conditions whose verified trace has e with sign s; e's live rate is the pooled support over training
-    drugs the KB sends to (e, s), shrunk towards the corpus-wide rate with `strength` pseudo-drugs. An unseen drug
-    gets every KB end with live rate ≥ `min_weight`, weighted by it, and the genes the training traces listed
-    under that end (direction relative to the end's activity, weighted by how often listed); an end never verified
-    falls back on its KB genes × `kb_gene_scale`. Why this can beat ridge on KB features: two drugs with different
-    targets that converge on the same TF share nothing in the target one-hot, but share the end here.
+    The KB says where a drug's targets can lead (`kb_reach`: every TF / pathway within `max_len` signed steps);
+    the training drugs' verified traces say which of those ends are live in this system. Two parts, multiplied:
+
+    - P(end e with sign s | drug active) (`ends_model="model"`): a logistic model fitted on the training drugs'
+      (drug, KB end) pairs — response: the share of the drug's accepted traces that verified (e, s); features:
+      kind, distance from the drug's nearest end, distance, whether e hangs off the drug's primary target, e's
+      and its target's verification rates among the *other* training drugs (leave-one-drug-out, shrunk with
+      `strength` pseudo-drugs), how many ends the drug's reach holds. Per drug and kind, the probabilities are
+      scaled down so their sum does not exceed the mean number of KB ends the training traces verified per active
+      drug (a drug's reach lists many ends; a mechanism uses few). `ends_model="rate"`: round 1 — e's pooled
+      verification rate over the training drugs the KB sends there, no model, no normalisation.
+    - P(active) (`activity=True`): a logistic model of the share of a drug's conditions with an accepted trace on
+      its KB features (number of signed targets, nearest-TF distance, number of ends): a drug predicted inactive
+      gets its mechanism scaled down.
+
+    An unseen drug gets every end with weight P(active) × P(end | active) ≥ `min_weight`, and the genes the
+    training traces listed under each end (direction relative to the end's activity, × weight × how often listed);
+    an end never verified falls back on its KB genes × `kb_gene_scale`. Settings are fixed, not tuned: `l2` = 1 on
+    standardised features, `strength` = 1 pseudo-drug, `min_weight` = 0.1 (round 1's threshold).
 
     `cross_fit`: the training rows' own mechanisms are replaced by leave-one-drug-out priors of the training fold
     (so the model learns how far to trust a prior, not a verified trace); otherwise they keep their verified ones.
@@ -627,46 +805,123 @@ class TracePrior:
     min_weight: float = 0.1
     kb_gene_scale: float = 0.5
     cross_fit: bool = True
+    ends_model: Literal["model", "rate"] = "model"
+    activity: bool = True
+    l2: float = 1.0
 
     def fit(self, mechanisms: Mapping[str, Mechanism], keys: Sequence[str], drugs: Sequence[str]) -> FittedTracePrior:
         """Fit on the conditions `keys` (drug of each in `drugs`); only their mechanisms are read."""
+        reach = self.reach
         by_drug: dict[str, list[str]] = {}
         for k, d in zip(keys, drugs, strict=True):
             by_drug.setdefault(d, []).append(k)
-        sums: dict[tuple[str, int], float] = {}
-        cnts: dict[tuple[str, int], int] = {}
         ev: dict[str, dict[str, float]] = {}
         n_with: dict[str, int] = {}
-        for d, ks in by_drug.items():
+        act: dict[str, float] = {}
+        sup: dict[str, dict[tuple[str, int], float]] = {}  # drug → KB end → share of its accepted traces with it
+        eng: dict[str, dict[str, float]] = {}  # drug → KB target → share of its accepted traces engaging it
+        for d, ks in sorted(by_drug.items()):
             mechs = [mechanisms[k] for k in ks if k in mechanisms]
+            act[d] = len(mechs) / len(ks)
             support: dict[tuple[str, int], float] = {}
             for m in mechs:
                 for name, s in _ends_of(m).items():
-                    support[(name, s)] = support.get((name, s), 0.0) + 1.0 / len(ks)
+                    support[(name, s)] = support.get((name, s), 0.0) + 1.0 / len(mechs)
                     reg = m.regulated.get(name.split(":", 1)[1], {})
                     if reg:
                         n_with[name] = n_with.get(name, 0) + 1
                         e = ev.setdefault(name, {})
                         for g, gd in reg.items():
                             e[g] = e.get(g, 0.0) + gd * s  # the gene's sign relative to the end's activity
-            for e in {(f"{x.kind}:{x.end}", x.sign) for x in self.reach.ends.get(d, [])}:
-                sums[e] = sums.get(e, 0.0) + support.get(e, 0.0)
+            kb_ends = {(f"{x.kind}:{x.end}", x.sign) for x in reach.ends.get(d, [])}
+            sup[d] = {e: support.get(e, 0.0) for e in kb_ends}
+            if mechs:
+                eng[d] = {t: sum(t in m.targets for m in mechs) / len(mechs) for t in reach.targets.get(d, {})}
+        a = self.strength
+        # round 1's live rate: unconditional (share of all the drug's conditions), pooled over training drugs
+        sums: dict[tuple[str, int], float] = {}
+        cnts: dict[tuple[str, int], int] = {}
+        for d, s in sup.items():
+            for e, v in s.items():
+                sums[e] = sums.get(e, 0.0) + v * act[d]
                 cnts[e] = cnts.get(e, 0) + 1
         total = sum(cnts.values())
         base = sum(sums.values()) / total if total else 0.0
-        a = self.strength
-        live = {e: (sums[e] + a * base) / (cnts[e] + a) for e in cnts}
+        live = {_ek(*e): (sums[e] + a * base) / (cnts[e] + a) for e in cnts}
+        # the same among active drugs, conditional on an accepted trace; and the targets' engagement rates
+        active = [d for d in sorted(sup) if act[d] > 0]
+        sa: dict[tuple[str, int], float] = {}
+        ca: dict[tuple[str, int], int] = {}
+        ts: dict[str, float] = {}
+        tc: dict[str, int] = {}
+        for d in active:
+            for e, v in sup[d].items():
+                sa[e] = sa.get(e, 0.0) + v
+                ca[e] = ca.get(e, 0) + 1
+            for t, v in eng[d].items():
+                ts[t] = ts.get(t, 0.0) + v
+                tc[t] = tc.get(t, 0) + 1
+        n_a = sum(ca.values())
+        base_a = sum(sa.values()) / n_a if n_a else base
+        n_t = sum(tc.values())
+        base_t = sum(ts.values()) / n_t if n_t else 0.5
+        live_active = {_ek(*e): (sa[e] + a * base_a) / (ca[e] + a) for e in ca}
+        target_rate = {t: (ts[t] + a * base_t) / (tc[t] + a) for t in tc}
+        # the end model, on every active training drug's KB ends, each drug's own traces left out of its features
+        end_coef: list[float] = []
+        end_mu: list[float] = []
+        end_sd: list[float] = []
+        expected: dict[str, float] = {}
+        if self.ends_model == "model" and active:
+            X: list[list[float]] = []
+            y: list[float] = []
+            for d in active:
+                ends = reach.ends.get(d, [])
+                ctx = _DrugContext.of(ends, reach.max_len)
+                for e in ends:
+                    k = (f"{e.kind}:{e.end}", e.sign)
+                    own = sup[d][k]
+                    lv = (sa[k] - own + a * base_a) / (ca[k] - 1 + a)
+                    t_own = eng[d].get(e.target, 0.0)
+                    tr = (ts.get(e.target, 0.0) - t_own + a * base_t) / (tc.get(e.target, 1) - 1 + a)
+                    X.append(_end_features(e, ctx, lv, tr))
+                    y.append(own)
+            if X:
+                end_coef, end_mu, end_sd = _fit_logistic(np.asarray(X), np.asarray(y), self.l2)
+            for kind in ("tf", "pathway"):
+                expected[kind] = float(
+                    np.mean([sum(v for (n, _), v in sup[d].items() if n.startswith(kind + ":")) for d in active])
+                )
+        act_coef: list[float] = []
+        act_mu: list[float] = []
+        act_sd: list[float] = []
+        if self.activity and act:
+            Xa = np.asarray([_activity_features(reach, d) for d in sorted(act)])
+            act_coef, act_mu, act_sd = _fit_logistic(Xa, np.asarray([act[d] for d in sorted(act)]), self.l2)
         gene_evidence = {name: {g: x / n_with[name] for g, x in genes.items() if x != 0} for name, genes in ev.items()}
         return FittedTracePrior(
-            reach=self.reach,
-            live=live,
-            base_rate=base,
+            reach=reach,
+            ends_model=self.ends_model,
+            activity=self.activity,
             strength=a,
             min_weight=self.min_weight,
             kb_gene_scale=self.kb_gene_scale,
+            live=live,
+            base_rate=base,
+            live_active=live_active,
+            base_active=base_a,
+            target_rate=target_rate,
+            base_target=base_t,
+            end_coef=end_coef,
+            end_mu=end_mu,
+            end_sd=end_sd,
+            act_coef=act_coef,
+            act_mu=act_mu,
+            act_sd=act_sd,
+            expected_ends=expected,
             gene_evidence=gene_evidence,
-            seen_keys=frozenset(keys),
-            seen_drugs=frozenset(by_drug),
+            seen_keys=sorted(set(keys)),
+            seen_drugs=sorted(by_drug),
         )
 
     def fold(self, train: Any, test: Any) -> tuple[Any, Any]:

@@ -33,7 +33,10 @@ from the KB alone avoid that; an oracle (planted) mechanism says how much a corr
 
 Leakage-free mechanisms for unseen drugs (`features.TracePrior`, `--mechanisms trace-prior`): per CV fold, the
 verified traces of the training drugs say which KB ends (TFs, pathways) are live and which genes move under them;
-a held-out drug gets its KB targets' reachable ends weighted by those rates. See docs/predictors.md.
+a held-out drug gets its KB targets' reachable ends weighted by P(active) × P(end | active), both fitted on the
+training drugs' traces. `save_predictors` writes the prior fitted on all training traces beside the checkpoint
+(`prior.json`); `prepare_inputs(checkpoint_prior=...)` gives new conditions (unseen drugs) their mechanisms from
+it. See docs/predictors.md.
 
 Splits (`make_folds`) hold out whole drugs or cell lines; `mechcell.eval.expression.run_experiment` cross-validates
 every model and scores it with the field's metrics (cell-eval definitions), cluster-bootstrap CIs over drugs and
@@ -54,7 +57,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mechcell.errors import InputError, NotFoundError
-from mechcell.models.features import DeltaTable, GroupBy, Mechanism, TracePrior, mechanism_sources
+from mechcell.models.features import (
+    DeltaTable,
+    FittedTracePrior,
+    GroupBy,
+    Mechanism,
+    TracePrior,
+    mechanism_sources,
+)
 
 if TYPE_CHECKING:
     from mechcell.knowledge import KnowledgeBase
@@ -71,6 +81,7 @@ __all__ = [
     "TRACE_MODELS",
     "align_genes",
     "fit_predictors",
+    "load_checkpoint_prior",
     "load_predictors",
     "make_folds",
     "make_predictor",
@@ -80,6 +91,7 @@ __all__ = [
 ]
 
 CHECKPOINT_SCHEMA_VERSION = 1
+PRIOR_FILE = "prior.json"
 MechanismMode = Literal["auto", "traces", "trace-prior", "oracle", "none"]
 
 
@@ -872,6 +884,7 @@ def prepare_inputs(
     truth: str | Path | None = None,
     accepted_only: bool = True,
     on_progress: Callable[[int], None] | None = None,
+    checkpoint_prior: FittedTracePrior | None = None,
 ) -> tuple[PredictorInputs, dict[str, Any]]:
     """Deltas, KB drug features and mechanisms for one dataset, plus a description of what was used.
 
@@ -881,6 +894,10 @@ def prepare_inputs(
     mechanisms; leakage-free), `oracle` (the planted graphs of `truth`, default
     truth.json beside the dataset), `auto` (traces when the store holds any for these conditions, else the oracle
     when a truth file is found, else none), `none`.
+
+    checkpoint_prior: the trace prior saved in a predictor checkpoint (`load_checkpoint_prior`); when given, the
+    mechanisms are that prior's for every condition it was not fitted on (the KB reach of the dataset's drugs is
+    built here, with the prior's settings), whatever `mechanisms` says: predicting unseen drugs from a checkpoint.
     """
     from mechcell.datasets.readers import open_dataset
     from mechcell.datasets.store import Store
@@ -932,13 +949,34 @@ def prepare_inputs(
         reach = None
         try:
             feats = kb_drug_features(kbo, set(table.perturbations))
-            if mechanisms == "trace-prior":
+            if checkpoint_prior is not None:
+                r = checkpoint_prior.reach
+                reach = kb_reach(
+                    kbo,
+                    set(table.perturbations),
+                    max_len=r.max_len,
+                    footprint_genes=r.footprint_genes,
+                    min_regulon=r.min_regulon,
+                )
+            elif mechanisms == "trace-prior":
                 reach = kb_reach(kbo, set(table.perturbations))
             info["kb_version"] = kbo.version
         finally:
             if own_kb:
                 kbo.close()
-        mech: dict[str, Mechanism] = {}
+        if checkpoint_prior is not None and reach is not None:
+            seen = set(checkpoint_prior.seen_keys)
+            new = [(k, d) for k, d in zip(table.keys, table.perturbations, strict=True) if k not in seen]
+            prior = checkpoint_prior.with_reach(reach)
+            mech = prior.mechanisms([k for k, _ in new], [d for _, d in new])
+            info.update(
+                mechanism_source="trace-prior",
+                n_with_mechanism=len(mech),
+                prior_fitted_on_drugs=len(checkpoint_prior.seen_drugs),
+                prior_unseen_drugs=len({d for _, d in new} - set(checkpoint_prior.seen_drugs)),
+            )
+            return PredictorInputs(table, feats, mech, "trace-prior"), info
+        mech = {}
         label = "none"
         if mechanisms in ("auto", "traces", "trace-prior") and st is not None:
             from mechcell.datasets.traces import TraceStore
@@ -999,6 +1037,9 @@ class PredictorCheckpoint(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     code_version: str = ""
     states: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    prior: str | None = Field(
+        None, description="file of the trace prior fitted on the training conditions' traces (trace-prior runs)"
+    )
 
 
 def fit_predictors(
@@ -1029,7 +1070,9 @@ def save_predictors(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     kb_version: str | None = None,
 ) -> Path:
-    """Write `predictor.json` (the checkpoint config and each model's JSON state) and `weights.npz`."""
+    """Write `predictor.json` (the checkpoint config and each model's JSON state) and `weights.npz`; with a
+    mechanism prior, also `prior.json`: the prior fitted on the training conditions' own traces (all of them, and
+    nothing else), which `mechcell eval predictor --checkpoint` uses to give unseen drugs their mechanisms."""
     from mechcell.datasets.traces import code_version
 
     out = Path(out_dir)
@@ -1053,9 +1096,35 @@ def save_predictors(
         code_version=code_version(),
         states=states,
     )
+    prior_file = None
+    if inputs.mechanism_prior is not None:
+        t = inputs.table
+        own = {k: inputs.mechanisms[k] for k in t.keys if k in inputs.mechanisms}
+        fitted_prior = inputs.mechanism_prior.fit(own, list(t.keys), list(t.perturbations))
+        prior_file = PRIOR_FILE
+        (out / PRIOR_FILE).write_text(fitted_prior.model_dump_json() + "\n")
+    else:
+        (out / PRIOR_FILE).unlink(missing_ok=True)  # never leave a stale prior beside a new checkpoint
+    ck = ck.model_copy(update={"prior": prior_file})
     np.savez_compressed(out / "weights.npz", **arrays)
     (out / "predictor.json").write_text(ck.model_dump_json(indent=1) + "\n")
     return out
+
+
+def load_checkpoint_prior(path: str | Path, checkpoint: PredictorCheckpoint) -> FittedTracePrior | None:
+    """The trace prior saved with a checkpoint (None when it was trained without one)."""
+    if checkpoint.prior is None:
+        return None
+    p = Path(path) / checkpoint.prior
+    if not p.is_file():
+        raise NotFoundError(f"checkpoint {path} names its trace prior {checkpoint.prior} but {p} is missing")
+    try:
+        prior = FittedTracePrior.model_validate_json(p.read_text())
+    except ValueError as exc:
+        raise InputError(f"{p} is not a mechcell trace prior: {exc}") from None
+    if set(prior.seen_keys) != set(checkpoint.train_keys):
+        raise InputError(f"{p} was not fitted on this checkpoint's training conditions")
+    return prior
 
 
 def load_predictors(path: str | Path) -> tuple[PredictorCheckpoint, dict[str, ExpressionPredictor]]:
