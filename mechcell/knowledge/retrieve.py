@@ -105,6 +105,7 @@ class Retriever:
         self._tf_scorer: SetScorer | None = None
         self._pw_scorer: SetScorer | None = None
         self._gene_cols: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._gene_canon: dict[str, str] = {}
         self._member_rel: dict[tuple[str, str], Relation | None] = {}
 
     # ---------------------------------------------------------------- classification
@@ -313,11 +314,15 @@ class Retriever:
             tf, pw = self._scorers()
             known = set(tf.genes) | set(pw.genes)
             canon = []
+            memo = self._gene_canon  # per gene, across gene lists: signatures of one dataset keep different genes
             for g in genes:
                 if g not in known:
-                    r = self.kb.resolve_gene(g)
-                    if r.status == "resolved" and r.entity_type == "gene" and r.id in known:
-                        g = r.id
+                    c = memo.get(g)
+                    if c is None:
+                        r = self.kb.resolve_gene(g)  # an unknown name also pays for fuzzy suggestions: do it once
+                        c = r.id if r.status == "resolved" and r.entity_type == "gene" and r.id in known else g
+                        memo[g] = c
+                    g = c
                 canon.append(g)
             hit = (tf.columns(canon), pw.columns(canon))
             self._gene_cols[key] = hit
