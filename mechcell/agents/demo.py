@@ -133,6 +133,7 @@ def run_demo(
     from mechcell.agents.proposers import graph_summary
     from mechcell.config import Settings
     from mechcell.datasets.readers import open_dataset
+    from mechcell.datasets.schemas import Condition
     from mechcell.datasets.signatures import compute_signatures
     from mechcell.datasets.store import Store
     from mechcell.datasets.synthetic import H5AD_FILE, generate_world, load_truth
@@ -166,10 +167,21 @@ def run_demo(
     store_path = Path(cfg.store_path or settings.store_path)
     with Store(store_path) as store:
         t = time.perf_counter()
-        say(f"registering the world in {store_path} and computing {len(keys)} signatures")
         ds = open_dataset(str((world_dir / H5AD_FILE).resolve()), layout="h5ad")
         did = store.register(ds)
-        rep = compute_signatures(ds, keys, store=store, dataset_id=did, skip_existing=True)
+        # the chosen conditions and their other doses in the same line: the verifier and the local proposer pool
+        # a weak low-dose effect with the drug's higher doses (docs/verifiers.md, dose pooling)
+        lines = {(c.perturbation, c.context) for c in map(Condition.from_key, keys)}
+        sibs = [
+            s.condition.key
+            for s in store.condition_summaries(dataset_id=did)
+            if (s.condition.perturbation, s.condition.context) in lines and s.condition.key not in keys
+        ]
+        say(
+            f"registering the world in {store_path} and computing {len(keys)} signatures "
+            f"(+{len(sibs)} other doses of the same drug and line)"
+        )
+        rep = compute_signatures(ds, [*keys, *sibs], store=store, dataset_id=did, skip_existing=True)
         failed = {f.key for f in rep.failed}
         keys = [k for k in keys if k not in failed]
         timings["signatures"] = time.perf_counter() - t
