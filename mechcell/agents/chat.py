@@ -603,8 +603,6 @@ class LLMQuestionParser:
         import openai
 
         t0 = time.perf_counter()
-        base = self.messages(question, conversation)
-        convo = list(base)
         rounds: list[ParseRound] = []
         failure: str | None = None
 
@@ -621,6 +619,10 @@ class LLMQuestionParser:
             )
 
         try:
+            # building the prompt reads the store's vocabulary (KB lookups, DuckDB): off the event loop, and a
+            # failure there falls back to the dictionary like any other
+            base = await asyncio.to_thread(self.messages, question, conversation)
+            convo = list(base)
             async with openai.AsyncOpenAI(
                 base_url=self.base_url,
                 api_key=self._api_key,

@@ -1051,7 +1051,9 @@ def _policy(*, settings: Settings | None = None, **kw: Any) -> Proposer:
     """The trained graph-building policy (`mechcell train policy`; options: checkpoint=DIR, temperature=, seed=).
     The checkpoint comes from the option or `Settings.policy_checkpoint` (MECHCELL_POLICY_CHECKPOINT); an untrained
     policy is never served under this name. Imported lazily: torch loads only when this proposer is asked for."""
-    checkpoint = kw.pop("checkpoint", None) or (settings.policy_checkpoint if settings is not None else None)
+    from mechcell.config import Settings
+
+    checkpoint = kw.pop("checkpoint", None) or (settings or Settings()).policy_checkpoint
     if checkpoint is None:
         raise InputError(
             "proposer 'policy' needs a checkpoint: train one with `mechcell train policy --out DIR` and set "

@@ -855,7 +855,10 @@ def load_policy(path: str | Path) -> tuple[PolicyModel, PolicyCheckpoint]:
     except ValueError as exc:
         raise InputError(f"policy checkpoint {meta}: not a valid policy config ({exc})") from None
     model = PolicyModel(ck.policy)
-    state = torch.load(wpath, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(wpath, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file: unpickling errors come in many types
+        raise InputError(f"policy checkpoint {wpath}: cannot read the weights ({type(exc).__name__}: {exc})") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -903,7 +906,7 @@ class PolicyProposer:
         self.name = name
         self.checkpoint = checkpoint
         self.weights_sha256 = weights_sha256
-        self._envs: dict[tuple[str, frozenset[str]], PolicyEnv] = {}
+        self._envs: dict[tuple[str, frozenset[str]], tuple[Any, PolicyEnv]] = {}
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -920,11 +923,15 @@ class PolicyProposer:
 
     def env(self, ctx: ProposalContext, exclude: frozenset[str] = frozenset()) -> PolicyEnv:
         key = (ctx.condition.key + "|" + str(id(ctx.retrieved)), exclude)
-        env = self._envs.get(key)
-        if env is None:
-            if len(self._envs) > 256:
-                self._envs.clear()
-            env = self._envs[key] = PolicyEnv(ctx, self.model.config, exclude=exclude)
+        hit = self._envs.get(key)
+        # the cached value keeps its context alive and is checked by identity: an id() alone could be reused by a
+        # later, different retrieval of the same condition once the first was garbage-collected
+        if hit is not None and hit[0] is ctx.retrieved:
+            return hit[1]
+        if len(self._envs) > 256:
+            self._envs.clear()
+        env = PolicyEnv(ctx, self.model.config, exclude=exclude)
+        self._envs[key] = (ctx.retrieved, env)
         return env
 
     def graphs(

@@ -42,8 +42,8 @@ class PanelSettings(BaseModel):
     max_contradicted: int = Field(0, ge=0, description="accept only graphs with at most this many contradicted claims")
     dose_pooling: bool = Field(
         True,
-        description="judge a claim on a dose-response test over the drug's doses in this line plus sign "
-        "consistency at this dose (verifiers/doses.py), when sibling doses are given",
+        description="judge a claim on a dose-response test over the drug's doses in this line plus this dose's own "
+        "test the claimed way at dose_own_level (verifiers/doses.py), when sibling doses are given",
     )
     dose_own_level: float = Field(
         0.2,

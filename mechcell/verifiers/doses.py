@@ -11,8 +11,9 @@ dose; a random gene list moves nothing anywhere. So a claim about condition (dru
    own control wells, so the per-dose statistics are independent under the null and the combination is N(0, 1)
    when each per-dose score is; the unit of exchangeability is the per-dose test's own (the signature's test for a
    gene, genes for the competitive list and footprint tests, which permute one gene draw across all doses);
-2. sign consistency at d: the condition's own estimate must go the claimed way; and a contradiction at d itself
-   (the own-dose test significant the other way) still wins.
+2. this dose carries the effect: the claim's own test at d goes the claimed way at the lenient `dose_own_level` (for
+   a gene inside a list, the list's own test stands in — docs/verifiers.md); and a contradiction at d itself (the
+   own-dose test significant the other way) still wins.
 
 Under a monotone dose response, (1) + (2) says "the mechanism acts in this line and this dose moves the claimed
 way" — the verdict's evidence says `dose-pooled` so a reader sees it borrowed strength. Switch: `PanelSettings.
@@ -21,6 +22,7 @@ dose_pooling` (default on). Without sibling doses (a single-dose dataset, no sto
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +162,7 @@ class PooledView:
 
 
 _POOLED: OrderedDict[tuple, PooledView] = OrderedDict()
+_POOLED_LOCK = threading.Lock()
 
 
 def pooled_view(ctx: Any) -> PooledView | None:
@@ -186,14 +189,18 @@ def pooled_view(ctx: Any) -> PooledView | None:
             for s in series.siblings
         ),
     )
-    view = _POOLED.get(key)
+    with _POOLED_LOCK:  # panels run in worker threads: get / evict / move must not interleave
+        view = _POOLED.get(key)
+        if view is not None:
+            _POOLED.move_to_end(key)
     if view is None:
         sibs = [SignatureView(s.signature.to_frame()) for s in series.siblings]
         ow, ws = series.weights()
-        view = _POOLED[key] = PooledView(own, sibs, ow, ws, series.label())
-        while len(_POOLED) > 16:
-            _POOLED.popitem(last=False)
-    _POOLED.move_to_end(key)
+        view = PooledView(own, sibs, ow, ws, series.label())
+        with _POOLED_LOCK:
+            _POOLED[key] = view
+            while len(_POOLED) > 16:
+                _POOLED.popitem(last=False)
     ctx.cache["pooled"] = view
     return view
 

@@ -8,7 +8,8 @@
 - a gene list as a whole: a competitive rank test — the mean signed normal score of the listed genes against
   random gene sets of the same size (permutation over genes; null: the list moves no more than random genes).
 - pathway / TF activity: a footprint score Σ w_g z_g with PROGENy-style weights, the TF's regulon signs, or the
-  regulons of TFs reachable in ≤ 2 signed steps; permutation p over gene labels.
+  regulons of the nearest TFs downstream (≤ 2 signed steps, else the nearest within max_path_len); permutation p
+  over gene labels.
 - distributional: when cells are available, the doubly robust kernel test of the drug's effect on the claimed genes
   (log-normalised), adjusting for library size and cell-cycle scores, permuting at the well (sample) level.
 Binding and other claims RNA cannot measure are `uncheckable` here (the knowledge verifier still checks them).
@@ -16,6 +17,7 @@ Binding and other claims RNA cannot measure are `uncheckable` here (the knowledg
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -66,6 +68,7 @@ class SignatureView:
 
 
 _VIEWS: OrderedDict[tuple, SignatureView] = OrderedDict()
+_VIEWS_LOCK = threading.Lock()
 
 
 def signature_view(ctx: VerificationContext) -> SignatureView | None:
@@ -75,12 +78,18 @@ def signature_view(ctx: VerificationContext) -> SignatureView | None:
         return None
     if "sigview" not in ctx.cache:
         key = (sig.condition.key, sig.method, len(sig.genes), hash(tuple(sig.log2fc[:64])), hash(tuple(sig.genes[:64])))
-        view = _VIEWS.get(key)
+        with _VIEWS_LOCK:  # panels run in worker threads (the pipeline's asyncio.to_thread)
+            view = _VIEWS.get(key)
         if view is None:
-            view = _VIEWS[key] = SignatureView(sig.to_frame())
-            while len(_VIEWS) > 32:
-                _VIEWS.popitem(last=False)
-        _VIEWS.move_to_end(key)
+            view = SignatureView(sig.to_frame())
+            with _VIEWS_LOCK:
+                _VIEWS[key] = view
+                while len(_VIEWS) > 32:
+                    _VIEWS.popitem(last=False)
+        else:
+            with _VIEWS_LOCK:
+                if key in _VIEWS:
+                    _VIEWS.move_to_end(key)
         ctx.cache["sigview"] = view
     return ctx.cache["sigview"]
 
@@ -529,7 +538,7 @@ class ExpressionVerifier:
                 null=f"H0 (dose-pooled): the {what} score on the weighted Stouffer z over {pv.n_doses} doses "
                 f"{pv.label} (weights = dose rank) is no larger than with random genes in its slots ({B} "
                 f"permutations, unit: genes; one gene draw across all doses) nor than the empirical null of {n1} "
-                f"KB programme scores on the pooled z (sd {s1:.2f}); plus the sign at this dose",
+                f"KB programme scores on the pooled z (sd {s1:.2f}); plus this dose's own score the claimed way",
                 common=common,
                 score=float(min(1.0, 0.5 + abs(raw_p) / 10)),
                 alpha=ctx.settings.alpha,

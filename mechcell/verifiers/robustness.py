@@ -61,6 +61,19 @@ def gene_table(v: Verdict, ctx: VerificationContext) -> pd.DataFrame | None:
     listed = {i for g in v.claim.genes if (i := sv.index_of(g, ctx)) is not None}
     a = np.zeros(len(sv.genes), dtype=int)
     a[list(listed)] = 1
+    if v.diagnostics.get("dose_pooled"):
+        # a list supported by the dose-pooled test: "responsive" is read on the same pooled scale (BH on the
+        # one-sided pooled z), not at this dose alone, where a weak dose has few responsive genes by design
+        from scipy import stats
+
+        from mechcell.causal_stats.evalues import bh_adjust
+        from mechcell.verifiers.doses import pooled_view
+
+        pv = pooled_view(ctx)
+        if pv is not None:
+            z = np.nan_to_num(np.asarray(pv.z, dtype=np.float64), nan=0.0)
+            q = bh_adjust(stats.norm.sf(d * z))
+            return _table(a, (q < ctx.settings.alpha).astype(int))
     q = sv.frame["padj"].to_numpy(np.float64)
     y = ((q < ctx.settings.alpha) & (np.sign(sv.lfc) == d) & (np.abs(sv.lfc) >= sv.floor)).astype(int)
     return _table(a, y)

@@ -206,3 +206,20 @@ def test_dose_series_keeps_one_condition_per_plate_and_none_on_its_own(tmp_path)
         assert "plate1" not in plates and None not in plates  # not its own plate, never an unknown one
         assert len(plates) == len(set(plates)) == 2  # one per plate: plate2 and plate3
         assert dose_series(st, conds[-1], dataset_id=did) is None  # no plate: independence cannot be checked
+
+
+def test_robustness_of_a_dose_pooled_list_is_read_on_the_pooled_scale() -> None:
+    """A list supported by the dose series at a weak dose: its breaking point comes from the pooled responses
+    (where the list's genes respond), not from this dose alone (where few do, D* ≈ 0.003). Label noise is bounded
+    by the list's share of the genes (12 / 412 here) whatever the scale, so the selection D* is what is checked."""
+    rng = np.random.default_rng(4)
+    genes = [f"G{i}" for i in range(12)]
+    frac = {0.05: 0.2, 0.5: 0.7, 5.0: 0.95}
+    sig, doses = series(0.05, {d: {g: -0.5 * f for g in genes} for d, f in frac.items()}, rng)
+    r = run_panel(
+        graph(genes, "down"), condition=sig.condition, signature=sig, settings=PanelSettings(n_permutations=200),
+        doses=doses,
+    )  # fmt: skip
+    v = next(v for v in r.verdicts if v.verifier == "expression" and v.claim.id == "n1:*")
+    assert v.status == "supported" and v.diagnostics.get("dose_pooled")
+    assert v.robustness is not None and (v.robustness.selection_breaking_point or 0.0) > 0.1, v.robustness
