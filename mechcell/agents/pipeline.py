@@ -386,7 +386,11 @@ class Pipeline:
             with self._lock:
                 ctx = self.retriever.context(run.condition, run.signature, budget=run.config.context_budget)
                 doses = None
-                if self.store is not None and run.signature is not None and run.config.panel.dose_pooling:
+                if (
+                    self.store is not None
+                    and run.signature is not None
+                    and (run.config.panel.dose_pooling or run.config.panel.require_drug_effect)
+                ):
                     doses = dose_series(
                         self.store, run.condition, dataset_id=run.dataset_id, method=run.signature.method
                     )

@@ -122,6 +122,7 @@ class ConditionItem:
     signature: Signature | None
     ctx: ProposalContext
     env: PolicyEnv
+    doses: Any = None  # the drug's other doses in this line (verifiers.doses.DoseSeries), as the pipeline uses them
 
 
 def load_conditions(
@@ -132,6 +133,7 @@ def load_conditions(
     from mechcell.datasets.store import Store
     from mechcell.errors import NotFoundError
     from mechcell.knowledge import Retriever
+    from mechcell.verifiers.doses import dose_series
 
     own = not isinstance(store, Store)
     st = Store(store, read_only=True) if own else store
@@ -147,8 +149,11 @@ def load_conditions(
             except NotFoundError:
                 sig = None
             rc = retriever.context(cond, sig)
-            ctx = ProposalContext(condition=cond, retrieved=rc, kb=kb, signature=sig, seed=config.seed)
-            out.append(ConditionItem(key, cond, sig, ctx, PolicyEnv(ctx, config)))
+            # the dose series as the pipeline reads it (dose pooling, the silent-drug gate): the policy is trained
+            # and evaluated against the panel the pipeline runs, and so is the local proposer it is compared with
+            doses = dose_series(st, cond, method=sig.method) if sig is not None else None
+            ctx = ProposalContext(condition=cond, retrieved=rc, kb=kb, signature=sig, seed=config.seed, doses=doses)
+            out.append(ConditionItem(key, cond, sig, ctx, PolicyEnv(ctx, config), doses))
         return out
     finally:
         if own:
@@ -178,7 +183,14 @@ class RewardCache:
         hit = self._cache.get(key)
         if hit is None:
             t = time.perf_counter()
-            rep = run_panel(graph, condition=item.condition, kb=self.kb, signature=item.signature, settings=self.panel)
+            rep = run_panel(
+                graph,
+                condition=item.condition,
+                kb=self.kb,
+                signature=item.signature,
+                settings=self.panel,
+                doses=item.doses if self.panel.dose_pooling or self.panel.require_drug_effect else None,
+            )
             self.seconds += time.perf_counter() - t
             self.calls += 1
             hit = self._cache[key] = (float(rep.reward), bool(rep.accepted))

@@ -141,7 +141,7 @@ def verify(
                     signature = st.signature(key, method)
                 except NotFoundError:
                     signature = None
-                if signature is not None and settings.dose_pooling:
+                if signature is not None and (settings.dose_pooling or settings.require_drug_effect):
                     doses = dose_series(st, cond, dataset_id=found.dataset_id, method=signature.method)
                 if use_cells:
                     genes = [g for c in graph.claims() for g in c.genes]

@@ -57,6 +57,11 @@ class DoseSeries(BaseModel):
     dose: float = Field(description="the condition's own dose")
     dose_unit: str | None = None
     siblings: list[DosePoint] = Field(default_factory=list)
+    same_plate: list[DosePoint] = Field(
+        default_factory=list,
+        description="other doses that share a plate (controls) with the condition or a sibling, or have no plate: "
+        "not independent, so never pooled; the silent-drug gate still reads them (does the drug move anything here?)",
+    )
 
     def weights(self) -> tuple[float, list[float]]:
         """(own weight, sibling weights): the rank of each dose among the series' distinct doses (1 = lowest),
@@ -83,34 +88,46 @@ def dose_series(
     another plate), each with its stored signature of `method` (the newest when None). Siblings without a stored
     signature are left out (nothing is computed here). Only one condition per plate (batch) and none on the
     condition's own plate: signatures against the same plate's controls are correlated under the null, and the
-    Stouffer combination assumes independence. None when the condition has no dose, no plate, or no sibling."""
+    Stouffer combination assumes independence; the others go to `same_plate` (read by the silent-drug gate only).
+    None when the condition has no dose or no other dose with a stored signature."""
     from mechcell.errors import NotFoundError
 
-    if condition.dose is None or condition.batch is None:
-        return None  # without a plate we cannot tell whether two doses share control wells (correlated nulls)
+    if condition.dose is None:
+        return None
     rows = store.condition_summaries(
         dataset_id=dataset_id, perturbation=condition.perturbation, context=condition.context
     )
     sibs: list[DosePoint] = []
+    shared: list[DosePoint] = []
+    # without its own plate we cannot tell whether two doses share control wells (correlated nulls): nothing pools
     plates = {condition.batch}
     for r in rows:
         c = r.condition
         if c.key == condition.key or c.dose is None or c.dose_unit != condition.dose_unit:
             continue
-        if c.batch is None or c.batch in plates:
-            continue  # shared plate = shared controls: its z would not be independent of ours under the null
+        independent = condition.batch is not None and c.batch is not None and c.batch not in plates
+        if not independent and len(shared) >= max_siblings:
+            continue
+        if independent and len(sibs) >= max_siblings:
+            continue
         try:
             sig = store.signature(c.key, method, dataset_id=r.dataset_id)
         except NotFoundError:
             continue
-        plates.add(c.batch)
-        sibs.append(DosePoint(key=c.key, dose=float(c.dose), dose_unit=c.dose_unit, batch=c.batch, signature=sig))
-        if len(sibs) >= max_siblings:
-            break
-    if not sibs:
+        point = DosePoint(key=c.key, dose=float(c.dose), dose_unit=c.dose_unit, batch=c.batch, signature=sig)
+        if independent:  # shared plate = shared controls: its z would not be independent of ours under the null
+            plates.add(c.batch)
+            sibs.append(point)
+        else:
+            shared.append(point)
+    if not sibs and not shared:
         return None
     return DoseSeries(
-        condition_key=condition.key, dose=float(condition.dose), dose_unit=condition.dose_unit, siblings=sibs
+        condition_key=condition.key,
+        dose=float(condition.dose),
+        dose_unit=condition.dose_unit,
+        siblings=sibs,
+        same_plate=shared,
     )
 
 

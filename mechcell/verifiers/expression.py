@@ -680,7 +680,7 @@ def _silent_drug(ctx: VerificationContext) -> str | None:
     dose, so an inactive drug is called silent with probability ≥ 1 − alpha·(doses)."""
     sigs = [ctx.signature] if ctx.signature is not None else []
     if ctx.doses is not None:
-        sigs += [s.signature for s in ctx.doses.siblings]
+        sigs += [s.signature for s in (*ctx.doses.siblings, *ctx.doses.same_plate)]
     if not sigs:
         return None
     labels = []

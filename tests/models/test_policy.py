@@ -185,7 +185,7 @@ def test_ftb_step_moves_probability_towards_high_reward(
     before = gap()
     assert before < (r[hi] - r[lo]) / beta  # the untrained policy is far from the target ratio
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(5):
+    for _ in range(20):
         loss = ftb_loss(model.log_pf(pairs) - log_r, alpha=0.5)
         opt.zero_grad()
         loss.backward()

@@ -179,7 +179,7 @@ def test_weights_increase_with_dose(own: float) -> None:
 
 def test_dose_series_keeps_one_condition_per_plate_and_none_on_its_own(tmp_path) -> None:
     """Signatures against the same plate's control wells are correlated under the null, so the Stouffer combination
-    may only take siblings from other plates, one per plate; a condition without a plate gets no series. Real
+    may only take siblings from other plates, one per plate; a condition without a plate pools nothing. Real
     DuckDB store with registered conditions and stored signatures."""
     from mechcell.datasets.perturbation import ConditionSummary
     from mechcell.datasets.store import Store
@@ -205,7 +205,10 @@ def test_dose_series_keeps_one_condition_per_plate_and_none_on_its_own(tmp_path)
         plates = [s.batch for s in series_.siblings]
         assert "plate1" not in plates and None not in plates  # not its own plate, never an unknown one
         assert len(plates) == len(set(plates)) == 2  # one per plate: plate2 and plate3
-        assert dose_series(st, conds[-1], dataset_id=did) is None  # no plate: independence cannot be checked
+        # the rest is kept apart, for the silent-drug gate only: own plate, a second condition on plate2, no plate
+        assert sorted(str(p.batch) for p in series_.same_plate) == ["None", "plate1", "plate2"]
+        no_plate = dose_series(st, conds[-1], dataset_id=did)  # no plate: independence cannot be checked
+        assert no_plate is not None and not no_plate.siblings and len(no_plate.same_plate) == 5
 
 
 def test_robustness_of_a_dose_pooled_list_is_read_on_the_pooled_scale() -> None:

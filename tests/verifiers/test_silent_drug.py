@@ -81,3 +81,30 @@ def test_a_sibling_dose_that_moves_genes_is_enough(kb) -> None:
         doses=doses,
     )
     assert panel_status(r, "n1") == "supported"
+
+
+def test_a_same_plate_dose_that_moves_genes_is_enough(kb) -> None:
+    """A dose sharing the plate cannot be pooled (correlated nulls) but still shows the drug acting in the line."""
+    low, high = cond(0.05, "plate1"), cond(5.0, "plate1")
+    doses = DoseSeries(
+        condition_key=low.key,
+        dose=0.05,
+        dose_unit="uM",
+        same_plate=[
+            DosePoint(
+                key=high.key,
+                dose=5.0,
+                dose_unit="uM",
+                batch="plate1",
+                signature=make_signature(high, down=MAPK_DOWN[:6], up=[], seed=2),
+            )
+        ],
+    )
+    r = run_panel(
+        parse_text(DINACICLIB).graph,
+        condition=low,
+        kb=kb,
+        signature=make_signature(low, down=[], up=[], seed=1),
+        doses=doses,
+    )
+    assert panel_status(r, "n1") == "supported"
