@@ -32,14 +32,13 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mechcell.agents.llm import LLMCall
+from mechcell.agents.llm import LLMCall, LLMClient, LLMError, LLMResponse
 from mechcell.agents.pipeline import Pipeline, PipelineConfig, PipelineEvent
 from mechcell.agents.prompts import Prompt, load_prompt
 from mechcell.agents.proposers import graph_summary
@@ -365,9 +364,8 @@ class LLMQuestionParser:
     sent back as the tool's result); after that, or when the endpoint fails, the dictionary parser reads the
     question and the record says why. Never raises for model output or transport errors.
 
-    The request goes through the `openai` SDK directly, not `LLMClient.complete`, because that method returns
-    text only (no `tool_calls`); retries are the SDK's own (few, short: a user is waiting), and each round is
-    accounted as an `LLMCall` in the record.
+    The request goes through the project's `LLMClient` (`complete(..., tools=, tool_choice=)`): its retries with
+    backoff (capped: a user is waiting), its accounting — each round's `LLMCall` is kept in the record.
     """
 
     def __init__(
@@ -392,9 +390,9 @@ class LLMQuestionParser:
         self.dictionary = dictionary
         self.base_url = base_url
         self.model = model
-        self._api_key = api_key or "not-needed"  # local servers ignore it; the SDK insists on one
-        self.timeout = timeout
-        self.max_retries = max_retries
+        self.client = LLMClient(
+            base_url=base_url, model=model, api_key=api_key, timeout=timeout, max_retries=max_retries, seed=seed
+        )
         self.max_repairs = max_repairs
         self.seed = seed
         self.max_drugs = max_drugs
@@ -509,20 +507,17 @@ class LLMQuestionParser:
         )
         return parsed, problems, notes
 
-    def read(self, message: Any) -> tuple[ParsedQuestion | None, list[str], list[str], str]:
-        """An SDK `ChatCompletionMessage` → (parsed or None, located problems, notes, the raw arguments/text)."""
-        if message is None:
-            return None, ["whole answer: the response held no choices"], [], ""
-        calls = list(getattr(message, "tool_calls", None) or [])
-        if calls:
-            fn = next((c.function for c in calls if getattr(c.function, "name", None) == TOOL_NAME), None)
-            if fn is None:
-                names = ", ".join(repr(getattr(c.function, "name", "?")) for c in calls)
+    def read(self, response: LLMResponse) -> tuple[ParsedQuestion | None, list[str], list[str], str]:
+        """The model's answer → (parsed or None, located problems, notes, the raw arguments/text)."""
+        if response.tool_calls:
+            call = next((c for c in response.tool_calls if c.name == TOOL_NAME), None)
+            if call is None:
+                names = ", ".join(repr(c.name) for c in response.tool_calls)
                 return None, [f"whole answer: called {names}; call {TOOL_NAME!r}"], [], ""
-            raw = fn.arguments or ""
+            raw = call.arguments
         else:
             # no tool call: a server without function calling may still have written the JSON object as text
-            raw = (message.content or "").strip()
+            raw = response.text.strip()
             if not raw.startswith("{"):
                 return None, [f"whole answer: no {TOOL_NAME} call, got text {raw[:80]!r}"], [], raw
         try:
@@ -551,57 +546,29 @@ class LLMQuestionParser:
         return parsed, problems, notes, raw
 
     # ------------------------------------------------------------------ the request
-    async def _call(self, client: Any, messages: list[dict[str, Any]]) -> tuple[Any, LLMCall]:
-        started, t0 = datetime.now(UTC), time.perf_counter()
-        params: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "tools": [select_condition_tool()],
-            "tool_choice": {"type": "function", "function": {"name": TOOL_NAME}},
-            "temperature": 0,
-        }
-        if self.seed is not None:
-            params["seed"] = self.seed
-        raw = await client.chat.completions.with_raw_response.create(**params)
-        completion = raw.parse()
-        choices = getattr(completion, "choices", None) or []
-        usage = getattr(completion, "usage", None)
-        call = LLMCall(
-            model=self.model,
-            endpoint=self.base_url,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            latency_s=time.perf_counter() - t0,
-            attempts=1 + int(getattr(raw, "retries_taken", 0) or 0),
-            status=raw.status_code,
-            finish_reason=choices[0].finish_reason if choices else None,
-            request_id=raw.headers.get("x-request-id"),
-            started_at=started,
+    async def _call(self, messages: list[dict[str, Any]]) -> LLMResponse:
+        return await self.client.complete(
+            messages,
+            temperature=0,
+            seed=self.seed,
+            tools=[select_condition_tool()],
+            tool_choice={"type": "function", "function": {"name": TOOL_NAME}},
         )
-        return (choices[0].message if choices else None), call
 
-    def _repair(self, message: Any, problems: list[str]) -> list[dict[str, Any]]:
+    def _repair(self, response: LLMResponse, problems: list[str]) -> list[dict[str, Any]]:
         """The follow-up messages of a repair: the model's call echoed, the problems as that call's tool result."""
         text = self.repair_prompt.render(problems="\n".join(f"- {p}" for p in problems))
-        calls = list(getattr(message, "tool_calls", None) or []) if message is not None else []
-        if calls:
-            c = calls[0]
-            echo = {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.function.name, "arguments": c.function.arguments},
-            }
+        if response.tool_calls:
+            c = response.tool_calls[0]
+            echo = {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             return [
-                {"role": "assistant", "content": message.content, "tool_calls": [echo]},
+                {"role": "assistant", "content": response.text or None, "tool_calls": [echo]},
                 {"role": "tool", "tool_call_id": c.id, "content": text},
             ]
-        content = (getattr(message, "content", None) or "") if message is not None else ""
-        return [{"role": "assistant", "content": content}, {"role": "user", "content": text}]
+        return [{"role": "assistant", "content": response.text}, {"role": "user", "content": text}]
 
     async def aparse(self, question: str, conversation: str = "") -> tuple[ParsedQuestion, ParseRecord]:
         """Read `question` (with the conversation's state as text) → (parsed question, how it was read)."""
-        import openai
-
         t0 = time.perf_counter()
         rounds: list[ParseRound] = []
         failure: str | None = None
@@ -623,44 +590,24 @@ class LLMQuestionParser:
             # failure there falls back to the dictionary like any other
             base = await asyncio.to_thread(self.messages, question, conversation)
             convo = list(base)
-            async with openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self._api_key,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-                http_client=openai.DefaultAsyncHttpxClient(verify=_ssl_context()),
-            ) as client:
-                for rnd in range(self.max_repairs + 1):
-                    message, call = await self._call(client, convo)
-                    parsed, problems, notes, raw = self.read(message)
-                    rounds.append(ParseRound(round=rnd, arguments=raw[:2000], problems=problems, call=call))
-                    if parsed is not None and not problems:
-                        return parsed, record("llm", notes)
-                    convo = [*base, *self._repair(message, problems)]
+            for rnd in range(self.max_repairs + 1):
+                response = await self._call(convo)
+                parsed, problems, notes, raw = self.read(response)
+                rounds.append(ParseRound(round=rnd, arguments=raw[:2000], problems=problems, call=response.call))
+                if parsed is not None and not problems:
+                    return parsed, record("llm", notes)
+                convo = [*base, *self._repair(response, problems)]
             failure = f"{len(problems)} problem(s) left after {self.max_repairs} repair round(s): {problems[0]}"
-        except openai.APIError as exc:
-            failure = f"the LLM endpoint {self.base_url} failed: {type(exc).__name__}: {exc}"[:400]
+        except LLMError as exc:
+            cause = exc.__cause__ or exc  # the SDK's exception, when there was one: its type names the failure
+            failure = f"the LLM endpoint {self.base_url} failed: {type(cause).__name__}: {exc}"[:400]
         except Exception as exc:  # noqa: BLE001 — a question must always be answered; the record keeps the cause
             log.warning("LLM question parse failed; falling back to the dictionary", exc_info=True)
             failure = f"the LLM parse failed: {type(exc).__name__}: {exc}"[:400]
+        finally:
+            await self.client.aclose()  # this loop's HTTP client: the sync `ask` runs each question in a new loop
         parsed = await asyncio.to_thread(self.dictionary.parse, question)
         return parsed, record("llm→dictionary", [])
-
-
-_SSL: list[Any] = []
-_SSL_LOCK = threading.Lock()
-
-
-def _ssl_context() -> Any:
-    """One SSL context for every parse (httpx's default, honouring SSL_CERT_FILE/DIR): building it is ~17 ms,
-    most of what a fresh client per question would otherwise cost; the client itself is per call, since the
-    sync `ask` runs each question in a new event loop."""
-    import httpx
-
-    with _SSL_LOCK:
-        if not _SSL:
-            _SSL.append(httpx.create_ssl_context())
-        return _SSL[0]
 
 
 def _norm(s: str) -> str:

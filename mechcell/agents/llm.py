@@ -119,13 +119,24 @@ class LLMUsage(BaseModel):
         return total
 
 
+class ToolCall(BaseModel):
+    """One function call the model made (OpenAI tool calling): its id, the function's name, the raw JSON arguments."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    arguments: str = ""
+
+
 class LLMResponse(BaseModel):
-    """The model's text and the call's accounting."""
+    """The model's text, its tool calls (when `tools` were offered) and the call's accounting."""
 
     model_config = ConfigDict(frozen=True)
 
     text: str
     call: LLMCall
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class RepairAttempt(BaseModel):
@@ -569,9 +580,12 @@ class LLMClient:
         model: str | None = None,
         timeout: float | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
     ) -> LLMResponse:
         """One chat completion (non-streaming), retried on 429 / 5xx / timeouts / connection errors.
 
+        `tools` / `tool_choice` offer functions in the OpenAI format; the calls come back in `tool_calls`.
         Raises `LLMError` when retries run out or the server refuses for good (4xx); the failed call is still
         counted in `usage`.
         """
@@ -585,6 +599,10 @@ class LLMClient:
             top_p=top_p,
             extra_body=extra_body,
         )
+        if tools:
+            params["tools"] = [dict(t) for t in tools]
+        if tool_choice is not None:
+            params["tool_choice"] = tool_choice
         per_request = timeout if timeout is not None else self.timeout
         state = self._state()
         rec = self._new_record(params, stream=False)
@@ -615,7 +633,12 @@ class LLMClient:
                     completion_tokens=usage.completion_tokens if usage else None,
                     finish_reason=choice.finish_reason,
                 )
-                return LLMResponse(text=choice.message.content or "", call=self._record(call))
+                calls = [
+                    ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
+                    for c in (getattr(choice.message, "tool_calls", None) or [])
+                    if getattr(c, "function", None) is not None
+                ]
+                return LLMResponse(text=choice.message.content or "", call=self._record(call), tool_calls=calls)
             except (openai.APIError, _Retry) as exc:
                 failure = exc if isinstance(exc, _Retry) else self._classify(exc, per_request)
                 if failure.status is not None:
@@ -894,6 +917,7 @@ __all__ = [
     "LLMClient",
     "LLMError",
     "LLMResponse",
+    "ToolCall",
     "LLMStream",
     "LLMUsage",
     "RepairAttempt",
