@@ -56,23 +56,18 @@ def test_a_drug_that_moves_genes_keeps_the_kb_fallback(kb) -> None:
     assert panel_status(r, "n1") == "supported"
 
 
-def test_a_sibling_dose_that_moves_genes_is_enough(kb) -> None:
-    """Silent at this (low) dose, active at a higher dose of the same line: the drug acts in this context."""
-    low, high = cond(0.05, "plate1"), cond(5.0, "plate3")
-    doses = DoseSeries(
-        condition_key=low.key,
-        dose=0.05,
+def status_with_a_moving_higher_dose(kb, plate: str, field: str) -> str:
+    """The binding claim's panel status at a silent low dose (plate1) when a 5 uM dose on `plate`, held in the
+    series' `field` (siblings: pooled; same_plate: gate only), moves genes."""
+    low, high = cond(0.05, "plate1"), cond(5.0, plate)
+    moving = DosePoint(
+        key=high.key,
+        dose=5.0,
         dose_unit="uM",
-        siblings=[
-            DosePoint(
-                key=high.key,
-                dose=5.0,
-                dose_unit="uM",
-                batch="plate3",
-                signature=make_signature(high, down=MAPK_DOWN[:6], up=[], seed=2),
-            )
-        ],
+        batch=plate,
+        signature=make_signature(high, down=MAPK_DOWN[:6], up=[], seed=2),
     )
+    doses = DoseSeries(condition_key=low.key, dose=0.05, dose_unit="uM", **{field: [moving]})
     r = run_panel(
         parse_text(DINACICLIB).graph,
         condition=low,
@@ -80,31 +75,14 @@ def test_a_sibling_dose_that_moves_genes_is_enough(kb) -> None:
         signature=make_signature(low, down=[], up=[], seed=1),
         doses=doses,
     )
-    assert panel_status(r, "n1") == "supported"
+    return panel_status(r, "n1")
+
+
+def test_a_sibling_dose_that_moves_genes_is_enough(kb) -> None:
+    """Silent at this (low) dose, active at a higher dose of the same line: the drug acts in this context."""
+    assert status_with_a_moving_higher_dose(kb, "plate3", "siblings") == "supported"
 
 
 def test_a_same_plate_dose_that_moves_genes_is_enough(kb) -> None:
     """A dose sharing the plate cannot be pooled (correlated nulls) but still shows the drug acting in the line."""
-    low, high = cond(0.05, "plate1"), cond(5.0, "plate1")
-    doses = DoseSeries(
-        condition_key=low.key,
-        dose=0.05,
-        dose_unit="uM",
-        same_plate=[
-            DosePoint(
-                key=high.key,
-                dose=5.0,
-                dose_unit="uM",
-                batch="plate1",
-                signature=make_signature(high, down=MAPK_DOWN[:6], up=[], seed=2),
-            )
-        ],
-    )
-    r = run_panel(
-        parse_text(DINACICLIB).graph,
-        condition=low,
-        kb=kb,
-        signature=make_signature(low, down=[], up=[], seed=1),
-        doses=doses,
-    )
-    assert panel_status(r, "n1") == "supported"
+    assert status_with_a_moving_higher_dose(kb, "plate1", "same_plate") == "supported"
