@@ -133,7 +133,7 @@ class ExpressionVerifier:
                 v = self._footprint(c, sv, ctx, rng)
             elif c.kind == "binding":
                 v = self._binding_consequence(c, sv, ctx, rng)
-            unread = v is None or (v.status == "uncheckable" and "no footprint or regulon" in v.reason)
+            unread = v is None or bool(v.diagnostics.get("no_readout"))
             if c.kind in ("molecule_activity", "pathway_activity", "binding") and silent is not None and unread:
                 v = self._v(
                     c,
@@ -493,7 +493,12 @@ class ExpressionVerifier:
     def _footprint(self, c: Claim, sv: SignatureView, ctx: VerificationContext, rng: np.random.Generator) -> Verdict:
         found = self._weights(c, ctx)
         if found is None:
-            return self._v(c, "uncheckable", f"no footprint or regulon links {c.object} to expression")
+            return self._v(
+                c,
+                "uncheckable",
+                f"no footprint or regulon links {c.object} to expression",
+                diagnostics={"no_readout": True},
+            )
         weights, what = found
         pairs = [(i, w) for g, w in weights.items() if w and (i := sv.pos.get(g)) is not None]
         if len(pairs) < 3:
