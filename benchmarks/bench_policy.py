@@ -459,18 +459,23 @@ def summarise_inner(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def run_seeds(args: argparse.Namespace, run: Any) -> list:
+    """`run(seed, args)` for each of `--seeds`, the JSON rewritten after every seed (a long run keeps its rows)."""
+    runs = []
+    for seed in (int(x) for x in args.seeds.split(",") if x.strip()):
+        runs.append(run(seed, args))
+        args.out_json.parent.mkdir(parents=True, exist_ok=True)
+        args.out_json.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1, default=str))
+    return runs
+
+
 def inner_main(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    print(f"machine: {machine()}; inner validation; seeds {seeds}; steps {args.steps}", flush=True)
+    print(f"machine: {machine()}; inner validation; seeds {args.seeds}; steps {args.steps}", flush=True)
     t0 = time.perf_counter()
-    runs = []
-    for seed in seeds:
-        runs.append(run_inner(seed, args))
-        args.out_json.parent.mkdir(parents=True, exist_ok=True)
-        args.out_json.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1, default=str))
+    runs = run_seeds(args, run_inner)
     lines = summarise_inner(runs)
     print("\n" + "\n".join(lines) + f"\n\ntotal {time.perf_counter() - t0:.1f} s")
     head = f"# bench_policy --inner-val\n\nmachine: {machine()}\n\n"
@@ -514,14 +519,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    print(f"machine: {machine()}; seeds {seeds}; steps {args.steps}; overrides {args.set or 'none'}", flush=True)
+    print(f"machine: {machine()}; seeds {args.seeds}; steps {args.steps}; overrides {args.set or 'none'}", flush=True)
     t0 = time.perf_counter()
-    runs = []
-    for seed in seeds:
-        runs.append(run_seed(seed, args))
-        args.out_json.parent.mkdir(parents=True, exist_ok=True)
-        args.out_json.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1, default=str))
+    runs = run_seeds(args, run_seed)
     lines = summarise(runs)
     print("\n" + "\n".join(lines))
     print(f"\ntotal {time.perf_counter() - t0:.1f} s")
